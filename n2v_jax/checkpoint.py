@@ -1,0 +1,62 @@
+"""Checkpoints (orbax) and JSON metadata. The only module that imports orbax.
+
+Reading a workdir never unpickles or runs code: parameters are restored by orbax
+into an abstract target built from the JSON metadata, and metadata is plain JSON.
+"""
+
+import json
+import os
+import tempfile
+from typing import Any
+
+import orbax.checkpoint as ocp
+
+CHECKPOINT_DIR = "checkpoints"
+MODEL_JSON = "model.json"
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "w") as f:
+      json.dump(obj, f, indent=2, sort_keys=True)
+      f.write("\n")
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def read_json(path: str) -> Any:
+  with open(path) as f:
+    return json.load(f)
+
+
+def manager(workdir: str, keep: int = 3, read_only: bool = False) -> ocp.CheckpointManager:
+  directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)  # orbax needs absolute
+  # read_only=True makes orbax warn on every load; create=False is enough for readers.
+  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only)
+  return ocp.CheckpointManager(directory, options=options)
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state: Any) -> None:
+  mngr.save(step, args=ocp.args.StandardSave(state), force=True)
+
+
+def restore(mngr: ocp.CheckpointManager, abstract_state: Any, step: int | None = None) -> Any:
+  """Restores into the given abstract target (shapes, dtypes, shardings); None if empty."""
+  step = mngr.latest_step() if step is None else step
+  if step is None:
+    return None
+  return mngr.restore(step, args=ocp.args.StandardRestore(abstract_state))
+
+
+def latest_step(workdir: str) -> int | None:
+  if not os.path.isdir(os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)):
+    return None
+  return manager(workdir, read_only=True).latest_step()

@@ -1,0 +1,79 @@
+"""Config validation: clear messages before any work starts."""
+
+import json
+from typing import Any
+
+import ml_collections
+
+# Fields that may change when an existing workdir is resumed.
+RESUMABLE_CHANGES = ("train.num_steps", "train.log_every", "train.checkpoint_every",
+                     "train.eval_every", "train.progress", "train.keep_checkpoints",
+                     "predict.tile", "predict.tta")
+
+_CHOICES = {
+    "mask.strategy": ("uniform_withCP", "uniform_withoutCP", "normal_withoutCP",
+                      "normal_additive", "normal_fitted", "identity", "mean", "median"),
+    "mask.channel_mode": ("independent", "shared"),
+    "opt.schedule": ("constant", "cosine", "plateau"),
+    "loss": ("mse", "mae"),
+    "data.normalization": ("meanstd", "percentile"),
+    "model.dtype": ("float32", "bfloat16"),
+}
+
+
+def _get(config: ml_collections.ConfigDict, dotted: str) -> Any:
+  value = config
+  for part in dotted.split("."):
+    value = value[part]
+  return value
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  for field, choices in _CHOICES.items():
+    value = _get(config, field)
+    if value not in choices:
+      raise ValueError(f"config.{field}={value!r}: expected one of {', '.join(choices)}")
+  positive = ("train.num_steps", "train.batch_size", "train.log_every", "train.eval_every",
+              "train.checkpoint_every", "train.keep_checkpoints", "model.depth",
+              "model.features", "model.kernel_size")
+  for field in positive:
+    value = _get(config, field)
+    if not isinstance(value, int) or value <= 0:
+      raise ValueError(f"config.{field}={value!r}: expected a positive integer")
+  if config.model.kernel_size % 2 == 0:
+    raise ValueError(f"config.model.kernel_size={config.model.kernel_size}: must be odd")
+  if not 0 < config.mask.perc_pix <= 100:
+    raise ValueError(f"config.mask.perc_pix={config.mask.perc_pix}: expected a percentage in (0, 100]")
+  if config.mask.radius < 1:
+    raise ValueError(f"config.mask.radius={config.mask.radius}: expected >= 1")
+  if not 0 <= config.data.val_fraction < 1:
+    raise ValueError(f"config.data.val_fraction={config.data.val_fraction}: expected in [0, 1)")
+  if config.train.eval_every % config.train.log_every:
+    raise ValueError(f"config.train.eval_every={config.train.eval_every} must be a multiple of "
+                     f"train.log_every={config.train.log_every}")
+  if config.opt.learning_rate <= 0:
+    raise ValueError(f"config.opt.learning_rate={config.opt.learning_rate}: expected > 0")
+
+
+def to_dict(config: ml_collections.ConfigDict) -> dict:
+  """JSON-safe plain dict (tuples become lists)."""
+  return json.loads(config.to_json())
+
+
+def flat(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    key = f"{prefix}{k}"
+    if isinstance(v, dict):
+      out.update(flat(v, key + "."))
+    else:
+      out[key] = v
+  return out
+
+
+def incompatible_changes(saved: dict, current: dict) -> list[str]:
+  """Fields (dotted) that differ between a saved run's config and the current one."""
+  a, b = flat(saved), flat(current)
+  return sorted(k for k in set(a) | set(b)
+                if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES
+                and not k.startswith("runtime."))

@@ -1,0 +1,136 @@
+"""Train state, optimizer, and the pure jitted steps: (state, data, key) -> (state, metrics)."""
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from n2v_jax import data as data_lib
+from n2v_jax import losses, masking
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # int32: completed steps; per-step keys are fold_in(key, step)
+  variables: Any  # {'params': ..., 'batch_stats': ...}
+  opt_state: Any
+  lr_scale: jax.Array  # reduce-on-plateau factor applied to the schedule
+  plateau_best: jax.Array  # best validation loss so far
+  plateau_bad: jax.Array  # evaluations since the best
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSpec:
+  """Everything static about the step; bound with functools.partial, never traced."""
+  patch: tuple[int, ...]
+  batch_size: int
+  augment: bool
+  perc_pix: float
+  strategy: str
+  radius: int
+  channel_mode: str
+  struct_mask: tuple | None
+  loss: str
+
+  def mask_kwargs(self) -> dict:
+    return dict(perc_pix=self.perc_pix, strategy=self.strategy, radius=self.radius,
+                channel_mode=self.channel_mode,
+                struct_mask=None if self.struct_mask is None else np.asarray(self.struct_mask))
+
+
+def step_spec(config: Any, patch: tuple[int, ...]) -> StepSpec:
+  struct = tuple(config.mask.struct_mask) if config.mask.struct_mask else None
+  if struct is not None:
+    struct = _freeze(np.asarray(struct, np.int32))
+  return StepSpec(patch, config.train.batch_size, config.data.augment, config.mask.perc_pix,
+                  config.mask.strategy, config.mask.radius, config.mask.channel_mode, struct,
+                  config.loss)
+
+
+def _freeze(a: np.ndarray):
+  return tuple(_freeze(x) for x in a) if a.ndim else int(a)
+
+
+def make_optimizer(opt_cfg: Any) -> optax.GradientTransformation:
+  """Adam direction only; the learning rate is applied in the step (schedule x plateau)."""
+  parts = [optax.clip_by_global_norm(opt_cfg.grad_clip)] if opt_cfg.grad_clip > 0 else []
+  return optax.chain(*parts, optax.scale_by_adam())
+
+
+def learning_rate(opt_cfg: Any, num_steps: int, step: jax.Array) -> jax.Array:
+  base = opt_cfg.learning_rate
+  if opt_cfg.schedule in ("constant", "plateau"):
+    return jnp.asarray(base, jnp.float32)
+  if opt_cfg.schedule == "cosine":
+    sched = optax.warmup_cosine_decay_schedule(
+        0.0, base, max(1, opt_cfg.warmup_steps), max(num_steps, opt_cfg.warmup_steps + 1),
+        end_value=base * opt_cfg.min_lr_ratio)
+    return sched(step)
+  raise ValueError(f"opt.schedule={opt_cfg.schedule!r}: expected constant, cosine or plateau")
+
+
+def create_train_state(key: jax.Array, model: Any, tx: optax.GradientTransformation,
+                       input_shape: tuple[int, ...]) -> TrainState:
+  variables = model.init(key, jnp.zeros(input_shape, jnp.float32), train=False)
+  variables = flax.core.unfreeze(variables)
+  return TrainState(step=jnp.zeros((), jnp.int32), variables=variables,
+                    opt_state=tx.init(variables["params"]),
+                    lr_scale=jnp.ones((), jnp.float32),
+                    plateau_best=jnp.full((), jnp.inf, jnp.float32),
+                    plateau_bad=jnp.zeros((), jnp.int32))
+
+
+def mask_batch(key: jax.Array, patches: jax.Array, spec: StepSpec):
+  keys = jax.random.split(key, patches.shape[0])
+  mask_one = functools.partial(masking.mask_image, **spec.mask_kwargs())
+  return jax.vmap(mask_one)(keys, patches)
+
+
+def train_step(state: TrainState, images_NSC: jax.Array, sizes: jax.Array, key: jax.Array, *,
+               model: Any, tx: optax.GradientTransformation, spec: StepSpec, opt_cfg: Any,
+               num_steps: int, batch_sharding: Any = None) -> tuple[TrainState, dict]:
+  k_patch, k_mask = jax.random.split(jax.random.fold_in(key, state.step))
+  patches = data_lib.sample_batch(k_patch, images_NSC, sizes, spec.patch, spec.batch_size,
+                                  spec.augment)
+  if batch_sharding is not None:
+    patches = jax.lax.with_sharding_constraint(patches, batch_sharding)
+  masked, loss_mask = mask_batch(k_mask, patches, spec)
+  batch_stats = state.variables.get("batch_stats")
+
+  def loss_fn(params):
+    variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
+    if batch_stats:
+      pred, updates = model.apply(variables, masked, train=True, mutable=["batch_stats"])
+    else:
+      pred, updates = model.apply(variables, masked, train=True), {}
+    return losses.LOSSES[spec.loss](pred, patches, loss_mask), updates
+
+  (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.variables["params"])
+  direction, opt_state = tx.update(grads, state.opt_state, state.variables["params"])
+  lr = learning_rate(opt_cfg, num_steps, state.step) * state.lr_scale
+  params = jax.tree.map(lambda p, d: p - lr * d, state.variables["params"], direction)
+  variables = {**state.variables, "params": params, **updates}
+  new_state = state.replace(step=state.step + 1, variables=variables, opt_state=opt_state)
+  return new_state, {"loss": loss, "learning_rate": lr}
+
+
+def eval_loss(state: TrainState, val_masked: jax.Array, val_targets: jax.Array,
+              val_loss_mask: jax.Array, *, model: Any, spec: StepSpec) -> jax.Array:
+  pred = model.apply(state.variables, val_masked, train=False)
+  return losses.LOSSES[spec.loss](pred, val_targets, val_loss_mask)
+
+
+def update_plateau(state: TrainState, val_loss: jax.Array, *, factor: float,
+                   patience: int, min_delta: float = 1e-4) -> TrainState:
+  """Keras-style ReduceLROnPlateau on the validation loss, as in the original N2V."""
+  improved = val_loss < state.plateau_best - min_delta
+  bad = jnp.where(improved, 0, state.plateau_bad + 1)
+  reduce = bad >= patience
+  return state.replace(plateau_best=jnp.where(improved, val_loss, state.plateau_best),
+                       plateau_bad=jnp.where(reduce, 0, bad),
+                       lr_scale=jnp.where(reduce, state.lr_scale * factor, state.lr_scale))

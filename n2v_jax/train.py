@@ -1,0 +1,218 @@
+"""Training: `python -m n2v_jax.train --config configs/default.py --workdir DIR`.
+
+Rerunning the same command on the same workdir resumes from the last checkpoint
+and ends with the same parameters as an uninterrupted run.
+"""
+
+import functools
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from n2v_jax import checkpoint, config_lib, data as data_lib, models, report, steps
+
+
+class NonFiniteLossError(RuntimeError):
+  pass
+
+
+def _devices(config: ml_collections.ConfigDict):
+  """Mesh shardings for data parallelism (None when one device or switched off)."""
+  devices = jax.devices()
+  if not config.train.data_parallel or len(devices) == 1:
+    return devices[:1], None, None
+  if config.train.batch_size % len(devices):
+    raise ValueError(f"config.train.batch_size={config.train.batch_size} must be divisible by "
+                     f"the {len(devices)} visible devices for data parallelism")
+  mesh = jax.sharding.Mesh(np.asarray(devices), ("data",))
+  batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  return devices, batch, replicated
+
+
+def model_metadata(config, dataset: data_lib.Dataset, patch) -> dict:
+  """Everything predict needs, as plain JSON (never pickled)."""
+  return {
+      "format": "n2v_jax/1",
+      "model": config_lib.to_dict(config.model),
+      "opt": config_lib.to_dict(config.opt),
+      "in_channels": dataset.in_channels,
+      "spatial_axes": dataset.spatial_axes,
+      "channel_names": dataset.channel_names,
+      "mean": dataset.mean.tolist(),
+      "std": dataset.std.tolist(),
+      "normalization": config.data.normalization,
+      "patch_shape": list(patch),
+      "train_axes": dataset.raw.source_axes,
+      "augment": bool(config.data.augment and patch[-1] == patch[-2]),
+  }
+
+
+def _truncate_metrics(path: str, last_step: int) -> None:
+  """On resume, drop lines logged after the restored checkpoint so the log continues it."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = [l for l in f if l.strip() and json.loads(l)["step"] <= last_step]
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.writelines(lines)
+  os.replace(tmp, path)
+
+
+def _check_resume(workdir: str, config_dict: dict) -> None:
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return
+  changed = config_lib.incompatible_changes(checkpoint.read_json(path), config_dict)
+  if changed:
+    raise ValueError(f"{workdir} holds a run with a different config ({', '.join(changed)}); "
+                     "use a new --workdir to start a new run")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       stop_after: int | None = None) -> dict:
+  """Trains (or resumes) in workdir; returns the summary (with PSNR when ground truth exists).
+
+  stop_after: end this call after that step (checkpointed), as a time-limited job would;
+  calling again resumes. Returns {'stopped_at': step} then.
+  """
+  config_lib.validate(config)
+  if config.train.distributed:
+    jax.distributed.initialize()
+  workdir = os.path.abspath(workdir)
+  devices, batch_sharding, replicated = _devices(config)
+  print(f"Training on {len(devices)} {devices[0].platform} device(s) "
+        f"({devices[0].device_kind}), {jax.process_count()} process(es).", file=sys.stderr)
+
+  raw = data_lib.load_raw(config.data, config.seed)
+  ndim = len(raw.spatial_axes)
+  patch = data_lib.resolve_patch_shape(config.data.patch_shape, ndim,
+                                       models.divisor(config.model.depth))
+  dataset = data_lib.build_dataset(config.data, raw, patch, config.seed)
+  model = models.make_model(config.model, dataset.in_channels)
+  tx = steps.make_optimizer(config.opt)
+  spec = steps.step_spec(config, patch)
+
+  config_dict = config_lib.to_dict(config)
+  _check_resume(workdir, config_dict)
+  os.makedirs(workdir, exist_ok=True)  # only once the data and config are known to be good
+  config_dict["runtime"] = {"devices": len(devices), "device_kind": devices[0].device_kind,
+                            "platform": devices[0].platform, "processes": jax.process_count(),
+                            "jax": jax.__version__}
+  checkpoint.write_json_atomic(os.path.join(workdir, "config.json"), config_dict)
+  checkpoint.write_json_atomic(os.path.join(workdir, checkpoint.MODEL_JSON),
+                               model_metadata(config, dataset, patch))
+
+  root_key = jax.random.key(config.seed)
+  init_key, train_key, val_key = (jax.random.fold_in(root_key, i) for i in range(3))
+  put = (lambda x: jax.device_put(x, replicated)) if replicated is not None else jnp.asarray
+  init_fn = functools.partial(steps.create_train_state, model=model, tx=tx,
+                              input_shape=(1, *patch, dataset.in_channels))
+  mngr = checkpoint.manager(workdir, keep=config.train.keep_checkpoints)
+  abstract = jax.eval_shape(init_fn, init_key)
+  if replicated is not None:
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
+                            abstract)
+  state = checkpoint.restore(mngr, abstract)
+  if state is None:
+    state = jax.tree.map(put, jax.jit(init_fn)(init_key))  # one compile, not one per layer
+    start = 0
+  else:
+    start = int(state.step)
+    print(f"Resuming from the checkpoint at step {start}.", file=sys.stderr)
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  _truncate_metrics(metrics_path, start)
+
+  images, sizes = put(dataset.train_NSC), put(dataset.train_sizes)
+  p_step = jax.jit(functools.partial(
+      steps.train_step, model=model, tx=tx, spec=spec, opt_cfg=config.opt,
+      num_steps=config.train.num_steps, batch_sharding=batch_sharding), donate_argnums=(0,))
+  val = None
+  if dataset.val_inputs is not None and len(dataset.val_inputs):
+    val_targets = put(dataset.val_inputs)
+    val_masked, val_mask = steps.mask_batch(val_key, val_targets, spec)  # fixed masks
+    p_eval = jax.jit(functools.partial(steps.eval_loss, model=model, spec=spec))
+    val = (val_masked, val_targets, val_mask)
+  p_plateau = jax.jit(functools.partial(steps.update_plateau, factor=config.opt.plateau_factor,
+                                        patience=config.opt.plateau_patience))
+
+  num_steps = config.train.num_steps
+  progress = report.Progress(start, num_steps, config.train.batch_size, config.train.progress)
+  pending, window_start, window_t0 = [], start, time.perf_counter()
+  for step in range(start + 1, num_steps + 1):
+    state, metrics = p_step(state, images, sizes, train_key)
+    pending.append(metrics["loss"])
+    if step == start + 1:  # keep compilation out of the throughput figure
+      jax.block_until_ready(metrics)
+      window_start, window_t0 = step, time.perf_counter()
+    log_now = step % config.train.log_every == 0 or step == num_steps
+    save_now = step % config.train.checkpoint_every == 0 or step in (num_steps, stop_after)
+    if not (log_now or save_now):
+      continue
+    step_losses = np.asarray(jax.device_get(jnp.stack(pending)))  # the only host sync
+    bad = np.flatnonzero(~np.isfinite(step_losses))
+    if bad.size:
+      mngr.wait_until_finished()
+      last = mngr.latest_step()
+      kept = (f"the last good checkpoint (step {last}) is kept in {workdir}" if last is not None
+              else "no checkpoint had been saved yet")
+      raise NonFiniteLossError(f"non-finite training loss at step "
+                               f"{step - len(pending) + 1 + bad[0]}; {kept}. Lower "
+                               "opt.learning_rate or check the data")
+    if log_now:
+      elapsed = time.perf_counter() - window_t0
+      record = {"step": step, "train_loss": float(step_losses.mean()),
+                "learning_rate": float(metrics["learning_rate"]),
+                "patches_per_s": (step - window_start) * config.train.batch_size / max(elapsed, 1e-9),
+                "time": time.time()}
+      if val is not None and (step % config.train.eval_every == 0 or step == num_steps):
+        val_loss = p_eval(state, *val)
+        record["val_loss"] = float(val_loss)
+        if config.opt.schedule == "plateau":
+          state = p_plateau(state, val_loss)
+      with open(metrics_path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+      progress.update(step, record)
+      pending, window_start, window_t0 = [], step, time.perf_counter()
+    else:
+      pending = []
+    if save_now or step == stop_after:
+      checkpoint.save(mngr, step, state)
+    if step == stop_after:
+      mngr.wait_until_finished()
+      progress.close()
+      return {"stopped_at": step}
+  mngr.wait_until_finished()
+  progress.close()
+  report.plot_losses(metrics_path, os.path.join(workdir, "loss.png"))
+  return report.final_evaluation(config, workdir, dataset, state.variables, model)
+
+
+def main(argv) -> None:
+  del argv
+  from absl import flags, logging as absl_logging
+  absl_logging.set_verbosity(absl_logging.WARNING)  # orbax is chatty at INFO
+  try:
+    summary = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+  except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+  from absl import app, flags
+  from ml_collections import config_flags
+  config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/default.py.")
+  flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(main)

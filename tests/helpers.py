@@ -1,0 +1,37 @@
+"""Shared test helpers: tiny configs and synthetic TIFFs."""
+
+import os
+
+import numpy as np
+import tifffile
+
+from configs import test_tiny
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(**overrides):
+  config = test_tiny.get_config()
+  for dotted, value in overrides.items():
+    *groups, field = dotted.split(".")
+    node = config
+    for g in groups:
+      node = node[g]
+    node[field] = value
+  return config
+
+
+def write_tiff(path, data, axes, imagej=True):
+  tifffile.imwrite(path, data, imagej=imagej, metadata={"axes": axes},
+                   photometric="minisblack")
+  return str(path)
+
+
+def noisy_stack(seed, shape, dtype=np.float32):
+  rng = np.random.default_rng(seed)
+  base = np.linspace(0, 1, int(np.prod(shape))).reshape(shape)
+  return (base * 1000 + rng.normal(0, 50, shape) + 200).astype(dtype)
+
+
+def data_root():
+  return os.environ.get("N2V_DATA", os.path.join(REPO, "..", "shared", "data"))

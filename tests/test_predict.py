@@ -1,0 +1,129 @@
+"""Prediction: tiling equals whole-image, TTA, file round trip, and bad inputs."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+from n2v_jax import predict, tiff_io, train
+from tests.helpers import REPO, noisy_stack, tiny_config, write_tiff
+
+
+@pytest.fixture(scope="module")
+def workdir_2d(tmp_path_factory):
+  d = tmp_path_factory.mktemp("model2d")
+  path = write_tiff(d / "train.tif", noisy_stack(0, (3, 48, 48)), "CYX")
+  config = tiny_config(**{"data.path": path, "data.axes": "CYX", "train.num_steps": 4,
+                          "model.depth": 2, "data.patch_shape": (16, 16)})
+  train.train_and_evaluate(config, str(d / "w"))
+  return str(d / "w")
+
+
+@pytest.fixture(scope="module")
+def workdir_3d(tmp_path_factory):
+  d = tmp_path_factory.mktemp("model3d")
+  path = write_tiff(d / "train.tif", noisy_stack(1, (12, 24, 24)), "ZYX")
+  config = tiny_config(**{"data.path": path, "data.axes": "ZYX", "train.num_steps": 2,
+                          "data.patch_shape": (8, 16, 16), "data.val_fraction": 0.0})
+  train.train_and_evaluate(config, str(d / "w"))
+  return str(d / "w")
+
+
+def test_tiled_equals_whole_image_2d_odd_size(workdir_2d):
+  pred = predict.load_predictor(workdir_2d)
+  image = noisy_stack(3, (97, 75, 3))  # odd, not a multiple of 2**depth
+  tile = 2 * pred.halo + 3 * pred.divisor
+  whole = predict.predict_image(pred, image, tile=0)
+  tiled = predict.predict_image(pred, image, tile=tile)
+  assert whole.shape == image.shape and whole.dtype == np.float32
+  np.testing.assert_allclose(tiled, whole, rtol=1e-4, atol=1e-3 * image.std())
+  assert not np.allclose(whole, image)  # the model does something
+
+
+def test_tiled_equals_whole_image_3d(workdir_3d):
+  pred = predict.load_predictor(workdir_3d)
+  image = noisy_stack(4, (11, 37, 29, 1))
+  tile = 2 * pred.halo + 2 * pred.divisor
+  whole = predict.predict_image(pred, image, tile=0)
+  tiled = predict.predict_image(pred, image, tile=tile)
+  np.testing.assert_allclose(tiled, whole, rtol=1e-4, atol=1e-3 * image.std())
+
+
+def test_tta_averages_eight_transforms(workdir_2d):
+  pred = predict.load_predictor(workdir_2d)
+  image = noisy_stack(5, (40, 36, 3))
+  with_tta = predict.predict_image(pred, image, tile=0, tta=True)
+  manual = np.mean([inv(predict.predict_image(pred, np.ascontiguousarray(fwd(image)), tile=0))
+                    for fwd, inv in predict._transforms(2)], axis=0)
+  np.testing.assert_allclose(with_tta, manual, rtol=1e-5, atol=1e-4)
+  assert with_tta.shape == image.shape
+
+
+def test_predict_file_keeps_shape_axes_metadata(workdir_2d, tmp_path):
+  data = noisy_stack(6, (2, 3, 40, 50), np.uint16)
+  src = tmp_path / "in.tif"
+  tifffile.imwrite(src, data, imagej=True, photometric="minisblack",
+                   metadata={"axes": "TCYX", "Labels": ["DNA", "RNA", "AGP"] * 2})
+  before = src.read_bytes()
+  out = tmp_path / "out.tif"
+  predict.predict_path(workdir_2d, str(src), str(out))
+  assert src.read_bytes() == before  # the input is never modified
+  img = tiff_io.read_image(str(out))
+  assert img.data.shape == data.shape and img.data.dtype == np.float32
+  assert img.axes in ("TCYX", "SCYX") and img.channel_names == ["DNA", "RNA", "AGP"]
+
+
+def test_existing_output_needs_overwrite(workdir_2d, tmp_path):
+  src = write_tiff(tmp_path / "in.tif", noisy_stack(7, (3, 32, 32)), "CYX")
+  out = tmp_path / "out.tif"
+  out.write_bytes(b"precious")
+  with pytest.raises(FileExistsError, match="--overwrite"):
+    predict.predict_path(workdir_2d, src, str(out))
+  assert out.read_bytes() == b"precious"
+  predict.predict_path(workdir_2d, src, str(out), overwrite=True)
+  assert tiff_io.read_image(str(out)).data.shape == (3, 32, 32)
+
+
+def test_wrong_channel_count(workdir_2d, tmp_path):
+  src = write_tiff(tmp_path / "two.tif", noisy_stack(8, (2, 32, 32)), "CYX")
+  with pytest.raises(ValueError, match="2 channel.*trained on 3"):
+    predict.predict_path(workdir_2d, src, str(tmp_path / "o.tif"))
+  assert not (tmp_path / "o.tif").exists()
+
+
+def test_folder_to_folder(workdir_2d, tmp_path):
+  (tmp_path / "in").mkdir()
+  for i in range(2):
+    write_tiff(tmp_path / "in" / f"f{i}.tif", noisy_stack(i, (3, 33, 31)), "CYX")
+  outs = predict.predict_path(workdir_2d, str(tmp_path / "in"), str(tmp_path / "out"))
+  assert sorted(os.path.basename(o) for o in outs) == ["f0.tif", "f1.tif"]
+  assert not [f for f in os.listdir(tmp_path / "out") if f.startswith(".")]
+
+
+def _cli(*args):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, "-m", "n2v_jax.predict", *args], cwd=REPO,
+                        capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_cli_predict_and_errors(workdir_2d, tmp_path):
+  src = write_tiff(tmp_path / "in.tif", noisy_stack(9, (3, 41, 45)), "CYX")
+  ok = _cli("--workdir", workdir_2d, "--input", src, "--output", str(tmp_path / "o.tif"),
+            "--tile", "32")
+  assert ok.returncode == 0, ok.stderr
+  assert tiff_io.read_image(str(tmp_path / "o.tif")).data.shape == (3, 41, 45)
+  again = _cli("--workdir", workdir_2d, "--input", src, "--output", str(tmp_path / "o.tif"))
+  nan = noisy_stack(1, (3, 32, 32))
+  nan[0, 1, 1] = np.nan
+  nan_src = write_tiff(tmp_path / "nan.tif", nan, "CYX")
+  bad = _cli("--workdir", workdir_2d, "--input", nan_src, "--output", str(tmp_path / "n.tif"))
+  missing = _cli("--workdir", workdir_2d, "--input", str(tmp_path / "nope.tif"), "--output",
+                 str(tmp_path / "m.tif"))
+  for r, message in ((again, "--overwrite"), (bad, "NaN"), (missing, "no such file")):
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    errors = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], r.stderr
+  assert not (tmp_path / "n.tif").exists() and not (tmp_path / "m.tif").exists()

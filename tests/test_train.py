@@ -1,0 +1,121 @@
+"""End-to-end training: a few steps, exact resume, logs, and bad inputs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from n2v_jax import checkpoint, train
+from tests.helpers import REPO, noisy_stack, tiny_config, write_tiff
+
+
+def _params(workdir, config):
+  from n2v_jax import predict
+  return predict.load_predictor(str(workdir)).variables
+
+
+def test_train_writes_outputs(tmp_path):
+  summary = train.train_and_evaluate(tiny_config(), str(tmp_path))
+  for name in ("config.json", "model.json", "metrics.jsonl", "loss.png", "summary.json",
+               "before_after.png"):
+    assert (tmp_path / name).exists(), name
+  rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  assert [r["step"] for r in rows] == [2, 4, 6]
+  assert all(np.isfinite(r["train_loss"]) and r["patches_per_s"] > 0 for r in rows)
+  assert all("val_loss" in r for r in rows)
+  assert summary["psnr_noisy"] == pytest.approx(json.load(open(tmp_path / "summary.json"))["psnr_noisy"])
+  cfg = json.load(open(tmp_path / "config.json"))
+  assert cfg["runtime"]["devices"] >= 1 and cfg["train"]["num_steps"] == 6
+  assert checkpoint.latest_step(str(tmp_path)) == 6
+
+
+def test_exact_resume_bit_for_bit(tmp_path):
+  config = tiny_config(**{"opt.schedule": "plateau", "opt.plateau_patience": 1})
+  full, split = tmp_path / "full", tmp_path / "split"
+  train.train_and_evaluate(config, str(full))
+  assert train.train_and_evaluate(config, str(split), stop_after=3) == {"stopped_at": 3}
+  assert checkpoint.latest_step(str(split)) == 3
+  train.train_and_evaluate(config, str(split))  # the same call again resumes
+  a, b = _params(full, config), _params(split, config)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  steps_full = [json.loads(l)["step"] for l in open(full / "metrics.jsonl")]
+  steps_split = [json.loads(l)["step"] for l in open(split / "metrics.jsonl")]
+  assert steps_full == steps_split == [2, 4, 6]
+
+
+def test_resume_rejects_different_config(tmp_path):
+  train.train_and_evaluate(tiny_config(), str(tmp_path), stop_after=2)
+  with pytest.raises(ValueError, match="different config.*model.features"):
+    train.train_and_evaluate(tiny_config(**{"model.features": 8}), str(tmp_path))
+
+
+def test_non_finite_loss_stops_with_step(tmp_path):
+  config = tiny_config(**{"opt.learning_rate": 1e30, "opt.schedule": "constant",
+                          "train.num_steps": 8, "train.checkpoint_every": 2})
+  with pytest.raises(train.NonFiniteLossError, match=r"non-finite training loss at step \d+"):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_multichannel_file_training(tmp_path):
+  path = write_tiff(tmp_path / "cyx.tif", noisy_stack(0, (3, 48, 40), np.uint16), "CYX")
+  config = tiny_config(**{"data.path": path, "data.axes": "CYX", "train.num_steps": 2})
+  train.train_and_evaluate(config, str(tmp_path / "w"))
+  meta = json.load(open(tmp_path / "w" / "model.json"))
+  assert meta["in_channels"] == 3 and len(meta["mean"]) == 3
+
+
+def test_3d_training(tmp_path):
+  path = write_tiff(tmp_path / "zyx.tif", noisy_stack(1, (12, 24, 24)), "ZYX")
+  config = tiny_config(**{"data.path": path, "data.axes": "ZYX", "train.num_steps": 2,
+                          "data.patch_shape": (8, 16, 16), "data.val_fraction": 0.0})
+  train.train_and_evaluate(config, str(tmp_path / "w"))
+  assert json.load(open(tmp_path / "w" / "model.json"))["spatial_axes"] == "ZYX"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"data.path": "/nonexistent/x.tif"}, "no such file"),
+    ({"data.patch_shape": (128, 128)}, "smaller than data.patch_shape"),
+    ({"mask.strategy": "bogus"}, "mask.strategy='bogus'"),
+    ({"data.patch_shape": (15, 15)}, "multiple of"),
+])
+def test_bad_config_or_data(tmp_path, overrides, message):
+  with pytest.raises((ValueError, FileNotFoundError), match=message):
+    train.train_and_evaluate(tiny_config(**overrides), str(tmp_path / "w"))
+
+
+def test_nan_in_data(tmp_path):
+  data = noisy_stack(0, (48, 48))
+  data[5, 7] = np.nan
+  path = write_tiff(tmp_path / "nan.tif", data, "YX")
+  with pytest.raises(ValueError, match="nan.tif.*NaN"):
+    train.train_and_evaluate(tiny_config(**{"data.path": path}), str(tmp_path / "w"))
+
+
+def _cli(*args):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True,
+                        text=True, env=env, timeout=300)
+
+
+@pytest.mark.parametrize("make_input, axes, message", [
+    (lambda d: str(d / "missing.tif"), "YX", "no such file"),
+    (lambda d: (d / "corrupt.tif").write_bytes(b"not a tiff at all" * 10) and str(d / "corrupt.tif"),
+     "YX", "not a readable TIFF"),
+    (lambda d: write_tiff(d / "cyx.tif", noisy_stack(0, (3, 48, 48)), "CYX"), "SZYX",
+     "axes 'SZYX'"),
+])
+def test_train_cli_errors_are_one_line(tmp_path, make_input, axes, message):
+  path = make_input(tmp_path)
+  before = sorted(os.listdir(tmp_path))
+  r = _cli("n2v_jax.train", "--config", "configs/test_tiny.py", "--workdir", str(tmp_path / "w"),
+           f"--config.data.path={path}", f"--config.data.axes={axes}")
+  assert r.returncode == 1
+  assert "Traceback" not in r.stderr
+  errors = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1 and message in errors[0], r.stderr
+  assert sorted(os.listdir(tmp_path)) == before  # no workdir, nothing changed
