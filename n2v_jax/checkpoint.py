@@ -40,7 +40,9 @@ def read_json(path: str) -> Any:
 def manager(workdir: str, keep: int = 3, read_only: bool = False) -> ocp.CheckpointManager:
   directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)  # orbax needs absolute
   # read_only=True makes orbax warn on every load; create=False is enough for readers.
-  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only)
+  # cleanup: a run killed mid-save leaves a '*.orbax-checkpoint-tmp' folder; the writer removes it.
+  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
+                                         cleanup_tmp_directories=not read_only)
   return ocp.CheckpointManager(directory, options=options)
 
 

@@ -145,4 +145,5 @@ if __name__ == "__main__":
                      "images, else the clean set's max - min).")
   flags.DEFINE_bool("overwrite", False, "Replace existing result files.")
   flags.mark_flags_as_required(["workdir", "noisy", "clean"])
-  app.run(main)
+  from n2v_jax import cli
+  cli.run(main)

@@ -128,7 +128,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     start = 0
   else:
     start = int(state.step)
-    print(f"Resuming from the checkpoint at step {start}.", file=sys.stderr)
+    print(f"Training already finished (step {start}); redoing the final evaluation."
+          if start >= config.train.num_steps else
+          f"Resuming from the checkpoint at step {start}.", file=sys.stderr)
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   _truncate_metrics(metrics_path, start)
 
@@ -199,8 +201,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
 def main(argv) -> None:
   del argv
-  from absl import flags, logging as absl_logging
-  absl_logging.set_verbosity(absl_logging.WARNING)  # orbax is chatty at INFO
+  from absl import flags
   try:
     summary = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
   except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError) as e:
@@ -215,4 +216,5 @@ if __name__ == "__main__":
   config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/default.py.")
   flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  from n2v_jax import cli
+  cli.run(main)

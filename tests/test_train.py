@@ -119,3 +119,17 @@ def test_train_cli_errors_are_one_line(tmp_path, make_input, axes, message):
   errors = [l for l in r.stderr.splitlines() if l.startswith("error:")]
   assert len(errors) == 1 and message in errors[0], r.stderr
   assert sorted(os.listdir(tmp_path)) == before  # no workdir, nothing changed
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config.data.pathx=1"], 'unknown config field \'pathx\' in --config.data.pathx (did you mean "path"?)'),
+    (["--config.train.num_steps=abc"], "num_steps"),
+    (["--config.mask.strategy=bogus"], "mask.strategy='bogus'"),
+])
+def test_train_cli_config_errors(tmp_path, args, message):
+  r = _cli("n2v_jax.train", "--config", "configs/test_tiny.py", "--workdir", str(tmp_path / "w"),
+           *args)
+  assert r.returncode == 1 and "Traceback" not in r.stderr
+  errors = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1 and message in errors[0], r.stderr
+  assert not (tmp_path / "w").exists()
