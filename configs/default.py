@@ -27,11 +27,16 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.augment = True  # random 90-degree rotations and flips (square XY patches)
   config.data.normalization = "meanstd"  # per-channel 'meanstd' or 'percentile'
   config.data.percentiles = (1.0, 99.0)  # used by 'percentile' normalization
+  # Single-channel files grouped into multi-channel fields by file name (n2v_jax.fields).
+  config.data.channel_pattern = ""  # '' = off; 'phenix' or a regex with (?P<channel>...)
+  config.data.channels = ()  # channel ids to use, in order, e.g. (5, 3, 2); () = all found
+  config.data.channel_names = ()  # names for those channels, e.g. ('DNA', 'RNA', 'AGP')
   # Built-in synthetic data (used when path is '').
   config.data.synthetic = ml_collections.ConfigDict()
   config.data.synthetic.shape = (256, 256)
   config.data.synthetic.channels = 1
   config.data.synthetic.noise_sigma = 0.2  # Gaussian, on a 0..1 signal scale
+  config.data.synthetic.correlation = 0.0  # couples channels' signal and noise (0..1)
 
   # Blind-spot masking.
   config.mask = ml_collections.ConfigDict()
@@ -64,15 +69,20 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss = "mse"  # 'mse' or 'mae'
 
   config.train = ml_collections.ConfigDict()
-  config.train.num_steps = 400
+  config.train.num_steps = 300
   config.train.batch_size = 16
   config.train.log_every = 50  # host sync + metrics.jsonl line
   config.train.eval_every = 100  # validation loss (also drives 'plateau'); multiple of log_every
-  config.train.checkpoint_every = 200
+  config.train.checkpoint_every = 150
   config.train.keep_checkpoints = 3
   config.train.progress = True  # progress bar on stderr
   config.train.data_parallel = True  # shard batches over all visible devices
   config.train.distributed = False  # call jax.distributed.initialize() (multi-host)
+  # With distributed=True: ''/0/-1 let JAX detect them (SLURM, Open MPI, Kubernetes, TPU);
+  # set them for other launches, e.g. two local processes (README, "Multi-host").
+  config.train.coordinator_address = ""  # 'host:port' of process 0 ('' = JAX_COORDINATOR_ADDRESS)
+  config.train.num_processes = 0  # total processes (0 = detect)
+  config.train.process_id = -1  # this process's index (-1 = detect)
 
   # Denoising of the training data at the end (when clean ground truth is known).
   config.predict = ml_collections.ConfigDict()

@@ -8,7 +8,9 @@ import ml_collections
 # Fields that may change when an existing workdir is resumed.
 RESUMABLE_CHANGES = ("train.num_steps", "train.log_every", "train.checkpoint_every",
                      "train.eval_every", "train.progress", "train.keep_checkpoints",
-                     "predict.tile", "predict.tta")
+                     "predict.tile", "predict.tta",
+                     # where the processes of a multi-host run live may change between jobs
+                     "train.coordinator_address", "train.num_processes", "train.process_id")
 
 _CHOICES = {
     "mask.strategy": ("uniform_withCP", "uniform_withoutCP", "normal_withoutCP",

@@ -2,6 +2,7 @@
 
 import dataclasses
 import logging
+import os
 from typing import Any
 
 import jax
@@ -47,13 +48,15 @@ def _split_samples(array_SC: np.ndarray) -> list[np.ndarray]:
 def load_raw(data_cfg: Any, seed: int) -> RawData:
   if not data_cfg.path:
     syn = data_cfg.synthetic
-    noisy, clean = synthetic.noisy_pair(seed, tuple(syn.shape), syn.channels, syn.noise_sigma)
+    noisy, clean = synthetic.noisy_pair(seed, tuple(syn.shape), syn.channels, syn.noise_sigma,
+                                        syn.get("correlation", 0.0))
     spatial = "ZYX" if len(syn.shape) == 3 else "YX"
     return RawData([noisy], ["synthetic"], spatial, None, clean=[clean],
                    source_axes=spatial + "C")
-  raw = load_paths(data_cfg.path, data_cfg.axes or None)
+  group = _grouping(data_cfg)
+  raw = load_paths(data_cfg.path, data_cfg.axes or None, group)
   if data_cfg.clean_path:
-    clean_raw = load_paths(data_cfg.clean_path, data_cfg.axes or raw.source_axes)
+    clean_raw = load_paths(data_cfg.clean_path, data_cfg.axes or (None if group else raw.source_axes), group)
     if [c.shape for c in clean_raw.images] != [c.shape for c in raw.images]:
       raise ValueError(f"data.clean_path={data_cfg.clean_path}: shapes do not match data.path "
                        f"({[c.shape for c in clean_raw.images]} vs {[c.shape for c in raw.images]})")
@@ -61,15 +64,51 @@ def load_raw(data_cfg: Any, seed: int) -> RawData:
   return raw
 
 
-def load_paths(path: str, axes: str | None) -> RawData:
-  """Reads a TIFF or a folder of TIFFs into canonical samples; checks consistency."""
-  images, names, channel_names, spatial_axes, source_axes = [], [], None, None, ""
+def _grouping(data_cfg: Any) -> dict | None:
+  """data.channel_pattern etc. (absent in older configs) -> kwargs for load_paths."""
+  pattern = data_cfg.get("channel_pattern", "")
+  if not pattern:
+    return None
+  return {"pattern": pattern, "channels": tuple(data_cfg.get("channels", ()) or ()),
+          "channel_names": tuple(data_cfg.get("channel_names", ()) or ())}
+
+
+def _read_samples(path: str, axes: str | None, group: dict | None):
+  """(name, data, axes, channel_names) per file, or per field of grouped single-channel files."""
   paths = tiff_io.list_images(path)
-  for p in paths:
-    img = tiff_io.read_image(p, axes)
-    array, spatial = tiff_io.to_canonical(img.data, img.axes)
+  if group is None:
+    for p in paths:
+      img = tiff_io.read_image(p, axes)
+      yield p, img.data, img.axes, img.channel_names
+    return
+  from n2v_jax import fields as fields_lib
+  found, unmatched, _ = fields_lib.group_fields(paths, group["pattern"], group["channels"])
+  if unmatched:
+    logging.warning("%d file(s) do not match data.channel_pattern and are ignored, e.g. %s",
+                    len(unmatched), unmatched[0])
+  names = list(group["channel_names"]) or None
+  if names is not None and len(names) != len(found[0].channels):
+    raise ValueError(f"data.channel_names has {len(names)} names for {len(found[0].channels)} "
+                     f"channels ({', '.join(found[0].channels)})")
+  for f in found:
+    data, field_axes, _ = fields_lib.read_field(f, axes)
+    yield (os.path.join(os.path.dirname(f.paths[0]), f.key), data, field_axes,
+           names or [f"ch{c}" for c in f.channels])
+
+
+def load_paths(path: str, axes: str | None, group: dict | None = None) -> RawData:
+  """Reads a TIFF or a folder of TIFFs into canonical samples; checks consistency.
+
+  group: {'pattern', 'channels', 'channel_names'}: single-channel files grouped into
+  multi-channel fields by file name (n2v_jax.fields).
+  """
+  images, names, channel_names, spatial_axes, source_axes = [], [], None, None, ""
+  paths = []
+  for p, data, data_axes, file_channel_names in _read_samples(path, axes, group):
+    paths.append(p)
+    array, spatial = tiff_io.to_canonical(data, data_axes)
     if spatial_axes is None:
-      spatial_axes, channel_names, source_axes = spatial, img.channel_names, img.axes
+      spatial_axes, channel_names, source_axes = spatial, file_channel_names, data_axes
       channels = array.shape[-1]
     elif spatial != spatial_axes:
       raise ValueError(f"{p}: spatial axes {spatial} differ from {spatial_axes} of {paths[0]}")

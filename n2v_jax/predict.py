@@ -53,6 +53,9 @@ def load_predictor(workdir: str) -> Predictor:
   abstract = jax.eval_shape(functools.partial(
       steps.create_train_state, model=model, tx=tx,
       input_shape=(1, *meta["patch_shape"], meta["in_channels"])), jax.random.key(0))
+  one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # any writer's topology
+  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=one_device),
+                          abstract)
   mngr = checkpoint.manager(workdir, read_only=True)
   state = checkpoint.restore(mngr, abstract)
   if state is None:
@@ -82,6 +85,24 @@ def _core_weight(core: int, ramp: int) -> np.ndarray:
   return 0.5 - 0.5 * np.cos(np.pi * w) + 1e-3  # smooth, positive everywhere
 
 
+# Voxels per model call (tiles x batch). Each 32-feature float32 activation of a call is
+# 128 x this many bytes and a few are alive at once: 2**21 keeps a call under ~1.5 GiB.
+# 2D tiles of 256 (4 per call: 2**18) never reach it; a 3D tile of 256 (with its halo) does,
+# so such tiles are shrunk (and calls batched smaller); the result is the same (tiling is exact).
+MAX_VOXELS_PER_CALL = 2**21
+
+
+def _fit_budget(tile_shape: list[int], min_tile: int, divisor: int, budget: int) -> list[int]:
+  shape = list(tile_shape)
+  while int(np.prod(shape)) > budget:
+    i = int(np.argmax(shape))
+    smaller = max(min_tile, (shape[i] - 1) // divisor * divisor)
+    if smaller >= shape[i]:
+      break  # every axis at the minimum: one tile per call is all we can do
+    shape[i] = smaller
+  return shape
+
+
 def predict_normalized(pred: Predictor, x: np.ndarray, tile: int = 256,
                        batch: int = 4) -> np.ndarray:
   """Denoise one normalized image (*spatial, C) -> (*spatial, C) float32."""
@@ -89,16 +110,21 @@ def predict_normalized(pred: Predictor, x: np.ndarray, tile: int = 256,
   aligned = [-(-s // d) * d for s in spatial]
   pads = [(h, h + a - s) for s, a in zip(spatial, aligned)] + [(0, 0)]
   mode = "reflect" if all(s > 1 for s in spatial) else "edge"
-  xp = np.pad(x, pads, mode=mode).astype(np.float32)
+  xp = np.pad(x.astype(np.float32, copy=False), pads, mode=mode)
   min_tile = 2 * h + 4 * d  # a core of at least 4 pooling cells, else tiling is all halo
   tile_shape = [a + 2 * h if not tile or a + 2 * h <= max(tile, min_tile)
                 else max(tile // d * d, min_tile) for a in aligned]
+  if tile:  # tile=0 asks for the whole image in one call, whatever it costs
+    tile_shape = _fit_budget(tile_shape, min_tile, d, MAX_VOXELS_PER_CALL)
+    batch = max(1, min(batch, MAX_VOXELS_PER_CALL // int(np.prod(tile_shape))))
   starts = [_tile_starts(a + 2 * h, t, h, d) for a, t in zip(aligned, tile_shape)]
-  out = np.zeros((*aligned, x.shape[-1]), np.float64)
-  weight = np.zeros((*aligned, 1), np.float64)
+  # float32 accumulators (float64 doubled the largest buffers): weights are >= 1e-3 and at
+  # most 2**ndim tiles overlap, so the blend is exact to float32 rounding.
+  out = np.zeros((*aligned, x.shape[-1]), np.float32)
+  weight = np.zeros((*aligned, 1), np.float32)
   cores = [t - 2 * h for t in tile_shape]
   axis_w = [_core_weight(c, c // 4) if len(s) > 1 else np.ones(c) for c, s in zip(cores, starts)]
-  w_tile = functools.reduce(np.multiply.outer, axis_w)[..., None]
+  w_tile = functools.reduce(np.multiply.outer, axis_w)[..., None].astype(np.float32)
   corners = list(np.stack(np.meshgrid(*starts, indexing="ij"), -1).reshape(-1, len(spatial)))
   for i in range(0, len(corners), batch):
     group = corners[i:i + batch]
@@ -111,8 +137,9 @@ def predict_normalized(pred: Predictor, x: np.ndarray, tile: int = 256,
       where = tuple(slice(c, c + k) for c, k in zip(cn, cores))
       out[where] += w_tile * core
       weight[where] += w_tile
-  out = out / weight
-  return out[tuple(slice(0, s) for s in spatial)].astype(np.float32)
+  del xp
+  out /= weight
+  return np.ascontiguousarray(out[tuple(slice(0, s) for s in spatial)])
 
 
 def _transforms(ndim: int):
@@ -129,13 +156,20 @@ def _transforms(ndim: int):
 def predict_image(pred: Predictor, image: np.ndarray, tile: int = 256, tta: bool = False,
                   batch: int = 4) -> np.ndarray:
   """Denoise one raw image (*spatial, C) in data units -> float32 in data units."""
-  x = ((image - pred.mean) / pred.std).astype(np.float32)
+  mean, std = pred.mean.astype(np.float32), pred.std.astype(np.float32)
+  x = np.array(image, dtype=np.float32)  # float32 throughout: no image-sized float64
+  x -= mean
+  x /= std
   if not tta:
     y = predict_normalized(pred, x, tile, batch)
-  else:
-    y = np.mean([inv(predict_normalized(pred, np.ascontiguousarray(fwd(x)), tile, batch))
-                 for fwd, inv in _transforms(x.ndim - 1)], axis=0)
-  return (y * pred.std + pred.mean).astype(np.float32)
+  else:  # a running sum, not 8 outputs held at once
+    y = np.zeros(x.shape, np.float32)
+    for fwd, inv in _transforms(x.ndim - 1):
+      y += inv(predict_normalized(pred, np.ascontiguousarray(fwd(x)), tile, batch))
+    y /= 8
+  y *= std
+  y += mean
+  return y
 
 
 def check_input(pred: Predictor, name: str, array: np.ndarray, spatial_axes: str) -> None:
@@ -152,7 +186,9 @@ def check_input(pred: Predictor, name: str, array: np.ndarray, spatial_axes: str
 
 
 def predict_file(pred: Predictor, in_path: str, out_path: str, axes: str | None = None,
-                 tile: int = 256, tta: bool = False, overwrite: bool = False) -> None:
+                 tile: int = 256, tta: bool = False, overwrite: bool = False,
+                 dtype: str = "float32", scale: float = 1.0, offset: float = 0.0) -> None:
+  from n2v_jax import batch
   if os.path.exists(out_path) and not overwrite:
     raise FileExistsError(f"{out_path} exists; pass --overwrite to replace it")
   img = tiff_io.read_image(in_path, axes)
@@ -160,40 +196,91 @@ def predict_file(pred: Predictor, in_path: str, out_path: str, axes: str | None 
   check_input(pred, in_path, array, spatial_axes)
   out = np.stack([predict_image(pred, s.astype(np.float32), tile, tta) for s in array])
   out = tiff_io.from_canonical(out, img.axes, img.data.shape)
-  tiff_io.write_image(out_path, out, img.axes, like=img, overwrite=overwrite)
+  out, meta, _ = batch.to_output_dtype(out, img.data.dtype, dtype, scale, offset)
+  tiff_io.write_image(out_path, out, img.axes, like=img, overwrite=overwrite,
+                      extra_metadata=meta)
+
+
+def workdir_grouping(workdir: str) -> tuple[str, tuple]:
+  """(channel_pattern, channels) the model was trained with ('' when not grouped)."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return "", ()
+  data_cfg = checkpoint.read_json(path).get("data", {})
+  return data_cfg.get("channel_pattern", "") or "", tuple(data_cfg.get("channels", ()) or ())
 
 
 def predict_path(workdir: str, input_path: str, output_path: str, axes: str | None = None,
-                 tile: int = 256, tta: bool = False, overwrite: bool = False) -> list[str]:
-  """A TIFF to a TIFF, or a folder to a folder (same file names). Returns the outputs."""
+                 tile: int = 256, tta: bool = False, overwrite: bool = False,
+                 dtype: str = "float32", scale: float = 1.0, offset: float = 0.0,
+                 shard: str | None = None, channel_pattern: str | None = None,
+                 channels=None, progress: bool = False, summary_out: list | None = None,
+                 ) -> list[str]:
+  """A TIFF to a TIFF, or a folder to a folder (same file names). Returns the outputs.
+
+  A folder run (n2v_jax.batch) skips outputs that exist (unless overwrite), goes on past
+  failing files and then raises a ValueError naming them; `summary_out` (a list) receives
+  the batch.Summary. channel_pattern None: the one the model was trained with.
+  """
+  from n2v_jax import batch
   if os.path.abspath(input_path) == os.path.abspath(output_path):
     raise ValueError(f"--output {output_path} is the input; the input is never modified")
+  if dtype not in batch.DTYPES:
+    raise ValueError(f"--dtype {dtype!r}: expected one of {', '.join(batch.DTYPES)}")
+  shard_tuple = batch.parse_shard(shard)
+  if not os.path.exists(input_path):
+    raise FileNotFoundError(f"{input_path}: no such file")
+  if os.path.isdir(input_path):
+    if channel_pattern is None:
+      channel_pattern, trained_channels = workdir_grouping(workdir)
+      channels = channels or trained_channels
+    tiff_io.list_images(input_path)  # a clear error before loading the model
   pred = load_predictor(workdir)
   if not os.path.isdir(input_path):
-    if not os.path.exists(input_path):
-      raise FileNotFoundError(f"{input_path}: no such file")
-    predict_file(pred, input_path, output_path, axes, tile, tta, overwrite)
+    if shard_tuple[1] > 1:
+      raise ValueError(f"--shard {shard} needs a folder as --input")
+    predict_file(pred, input_path, output_path, axes, tile, tta, overwrite, dtype, scale, offset)
     return [output_path]
-  inputs = tiff_io.list_images(input_path)
-  os.makedirs(output_path, exist_ok=True)
-  outputs = []
-  for p in inputs:
-    out = os.path.join(output_path, os.path.basename(p))
-    predict_file(pred, p, out, axes, tile, tta, overwrite)
-    outputs.append(out)
-  return outputs
+  summary = batch.denoise_folder(pred, input_path, output_path, axes=axes, tile=tile, tta=tta,
+                                 overwrite=overwrite, shard=shard_tuple, dtype=dtype,
+                                 scale=scale, offset=offset, pattern=channel_pattern,
+                                 channels=channels, progress=progress)
+  if summary_out is not None:
+    summary_out.append(summary)
+  if summary.failed:
+    first = summary.failed[0]
+    raise ValueError(f"{len(summary.failed)} of {len(summary.results)} job(s) failed "
+                     f"(first: {first.name}: {first.reason}); see {summary.report_path}")
+  return [o for r in summary.results for o in r.outputs]
 
 
 def main(argv) -> None:
   del argv
   from absl import flags
+  from n2v_jax import batch
   f = flags.FLAGS
+  channels = [c for c in (f.channels or "").split(",") if c] or None
+  summaries: list = []
   try:
     outputs = predict_path(f.workdir, f.input, f.output, f.axes or None, f.tile, f.tta,
-                           f.overwrite)
+                           f.overwrite, f.dtype, f.int_scale, f.int_offset, f.shard,
+                           f.channel_pattern, channels, f.progress, summaries)
   except (ValueError, FileNotFoundError, FileExistsError) as e:
+    if summaries:  # a folder run with failing files: they were listed as they happened
+      summary = summaries[0]
+      print(summary.line())
+      for r in summary.failed:
+        print(f"failed: {r.name}: {r.reason}")
+      print(f"report: {summary.report_path}")
+      print(f"error: {len(summary.failed)} job(s) failed; rerun to retry them "
+            "(finished files are skipped)", file=sys.stderr)
+      sys.exit(batch.EXIT_SOME_FAILED)
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
+  if summaries:
+    print(summaries[0].line())
+    print(f"report: {summaries[0].report_path}")
+    return
   print(f"wrote {len(outputs)} file(s): {', '.join(outputs[:5])}{' ...' if len(outputs) > 5 else ''}")
 
 
@@ -205,6 +292,18 @@ if __name__ == "__main__":
   flags.DEFINE_string("axes", "", "Axes of the input, e.g. CYX; default: from the file.")
   flags.DEFINE_integer("tile", 256, "Tile edge in pixels; 0 = whole image.")
   flags.DEFINE_bool("tta", False, "8-fold test-time augmentation.")
-  flags.DEFINE_bool("overwrite", False, "Replace existing outputs.")
+  flags.DEFINE_bool("overwrite", False, "Replace existing outputs (folders: recompute "
+                    "them; without it finished outputs are skipped).")
+  flags.DEFINE_string("shard", "", "i/N: denoise only shard i (0-based) of N of a folder.")
+  flags.DEFINE_enum("dtype", "float32", ["float32", "input"], "Output dtype: float32, or "
+                    "the input's (integers: round((x - int_offset) / int_scale), clipped).")
+  flags.DEFINE_float("int_scale", 1.0, "--dtype input: data units per integer step.")
+  flags.DEFINE_float("int_offset", 0.0, "--dtype input: data value stored as 0.")
+  flags.DEFINE_string("channel_pattern", None, "Group single-channel files into fields: "
+                      "'phenix' or a regex with (?P<channel>...); default: as in training.")
+  flags.DEFINE_string("channels", "", "Channel ids in model order, e.g. 5,3,2; default: as "
+                      "in training.")
+  flags.DEFINE_bool("progress", True, "Progress bar for folders (stderr).")
   flags.mark_flags_as_required(["workdir", "input", "output"])
-  app.run(main)
+  from n2v_jax import cli
+  cli.run(main)

@@ -62,8 +62,12 @@ def make_optimizer(opt_cfg: Any) -> optax.GradientTransformation:
   return optax.chain(*parts, optax.scale_by_adam())
 
 
-def learning_rate(opt_cfg: Any, num_steps: int, step: jax.Array) -> jax.Array:
-  base = opt_cfg.learning_rate
+def learning_rate(opt_cfg: Any, num_steps: int, step: jax.Array,
+                  base: Any = None, peak: float | None = None) -> jax.Array:
+  """Peak rate opt_cfg.learning_rate, or `base` (may be traced: n2v_jax.multi vmaps it)."""
+  if base is not None:  # the schedule is linear in the peak rate; optax needs a static one
+    return base * learning_rate(opt_cfg, num_steps, step, peak=1.0)
+  base = opt_cfg.learning_rate if peak is None else peak
   if opt_cfg.schedule in ("constant", "plateau"):
     return jnp.asarray(base, jnp.float32)
   if opt_cfg.schedule == "cosine":
@@ -93,7 +97,9 @@ def mask_batch(key: jax.Array, patches: jax.Array, spec: StepSpec):
 
 def train_step(state: TrainState, images_NSC: jax.Array, sizes: jax.Array, key: jax.Array, *,
                model: Any, tx: optax.GradientTransformation, spec: StepSpec, opt_cfg: Any,
-               num_steps: int, batch_sharding: Any = None) -> tuple[TrainState, dict]:
+               num_steps: int, batch_sharding: Any = None,
+               base_lr: jax.Array | None = None) -> tuple[TrainState, dict]:
+  """One step for ONE model; n2v_jax.multi vmaps it (state, data, key, base_lr per model)."""
   k_patch, k_mask = jax.random.split(jax.random.fold_in(key, state.step))
   patches = data_lib.sample_batch(k_patch, images_NSC, sizes, spec.patch, spec.batch_size,
                                   spec.augment)
@@ -112,7 +118,7 @@ def train_step(state: TrainState, images_NSC: jax.Array, sizes: jax.Array, key: 
 
   (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.variables["params"])
   direction, opt_state = tx.update(grads, state.opt_state, state.variables["params"])
-  lr = learning_rate(opt_cfg, num_steps, state.step) * state.lr_scale
+  lr = learning_rate(opt_cfg, num_steps, state.step, base_lr) * state.lr_scale
   params = jax.tree.map(lambda p, d: p - lr * d, state.variables["params"], direction)
   variables = {**state.variables, "params": params, **updates}
   new_state = state.replace(step=state.step + 1, variables=variables, opt_state=opt_state)

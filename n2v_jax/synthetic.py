@@ -28,9 +28,24 @@ def clean_image(rng: np.random.Generator, shape: tuple[int, ...], channels: int 
 
 
 def noisy_pair(seed: int, shape: tuple[int, ...], channels: int = 1,
-               noise_sigma: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
-  """(noisy, clean), both float32 (*shape, C); pixel-independent zero-mean Gaussian noise."""
+               noise_sigma: float = 0.2, correlation: float = 0.0,
+               ) -> tuple[np.ndarray, np.ndarray]:
+  """(noisy, clean), both float32 (*shape, C); pixel-independent zero-mean Gaussian noise.
+
+  correlation rho in [0, 1] couples the channels (as bleed-through or a split detector
+  would): clean_c = rho * common + (1 - rho) * own_c, and the noise of channel c is
+  sqrt(rho) * shared + sqrt(1 - rho) * own_c (still sigma per channel, and still
+  independent between pixels). 0 = independent channels, exactly as before.
+  """
+  if not 0.0 <= correlation <= 1.0:
+    raise ValueError(f"data.synthetic.correlation={correlation}: expected in [0, 1]")
   rng = np.random.default_rng(seed)
   clean = clean_image(rng, tuple(shape), channels)
-  noisy = clean + rng.normal(0.0, noise_sigma, clean.shape)
+  noise = rng.normal(0.0, noise_sigma, clean.shape)
+  if correlation > 0 and channels > 1:
+    common = clean_image(rng, tuple(shape), 1)
+    shared = rng.normal(0.0, noise_sigma, common.shape)
+    clean = (correlation * common + (1 - correlation) * clean).astype(np.float32)
+    noise = np.sqrt(correlation) * shared + np.sqrt(1 - correlation) * noise
+  noisy = clean + noise
   return noisy.astype(np.float32), clean

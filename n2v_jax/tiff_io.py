@@ -329,7 +329,8 @@ def _imagej_write_metadata(
 
 
 def _write_kwargs(
-    data: np.ndarray, axes: str, like: Image | None, names: list[str] | None
+    data: np.ndarray, axes: str, like: Image | None, names: list[str] | None,
+    extra: dict | None = None,
 ) -> dict:
     kwargs: dict[str, Any] = {"photometric": "minisblack"}
     if like is not None and like.resolution is not None:
@@ -340,10 +341,12 @@ def _write_kwargs(
     if ij_axes is not None and data.dtype.char in _IMAGEJ_DTYPES:
         kwargs["imagej"] = True
         kwargs["metadata"] = _imagej_write_metadata(data, axes, ij_axes, like, names)
+        kwargs["metadata"].update(extra or {})
     else:
         metadata: dict[str, Any] = {"axes": axes}
         if names is not None:
             metadata["channel_names"] = list(names)
+        metadata.update(extra or {})
         kwargs["metadata"] = metadata
     return kwargs
 
@@ -362,10 +365,12 @@ def write_image(
     like: Image | None = None,
     overwrite: bool = False,
     channel_names: list[str] | None = None,
+    extra_metadata: dict | None = None,
 ) -> None:
     """Atomically write `data` with `axes`; `like` supplies metadata to carry over.
 
     Channel names come from `channel_names`, else from `like` when its channel count fits.
+    `extra_metadata`: scalar key/values added to the ImageJ (or shaped JSON) description.
     """
     path = os.fspath(path)
     data = np.asarray(data)
@@ -389,7 +394,7 @@ def write_image(
             names = [str(n) for n in channel_names]
         elif like is not None and like.channel_names and len(like.channel_names) == n_channels:
             names = list(like.channel_names)
-    kwargs = _write_kwargs(data, axes, like, names)
+    kwargs = _write_kwargs(data, axes, like, names, extra_metadata)
 
     fd, tmp = tempfile.mkstemp(
         dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp"

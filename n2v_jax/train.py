@@ -38,6 +38,22 @@ def _devices(config: ml_collections.ConfigDict):
   return devices, batch, replicated
 
 
+def _initialize_distributed(config: ml_collections.ConfigDict) -> None:
+  """jax.distributed.initialize() with the config's coordinator/num_processes/process_id
+  where set (else JAX's cluster detection and JAX_COORDINATOR_ADDRESS)."""
+  t = config.train
+  kwargs = {}
+  if t.coordinator_address:
+    kwargs["coordinator_address"] = t.coordinator_address
+  if t.num_processes > 0:
+    kwargs["num_processes"] = int(t.num_processes)
+  if t.process_id >= 0:
+    kwargs["process_id"] = int(t.process_id)
+  if jax.distributed.is_initialized():
+    return
+  jax.distributed.initialize(**kwargs)
+
+
 def model_metadata(config, dataset: data_lib.Dataset, patch) -> dict:
   """Everything predict needs, as plain JSON (never pickled)."""
   return {
@@ -87,7 +103,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """
   config_lib.validate(config)
   if config.train.distributed:
-    jax.distributed.initialize()
+    _initialize_distributed(config)
   workdir = os.path.abspath(workdir)
   devices, batch_sharding, replicated = _devices(config)
   print(f"Training on {len(devices)} {devices[0].platform} device(s) "
@@ -108,9 +124,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   config_dict["runtime"] = {"devices": len(devices), "device_kind": devices[0].device_kind,
                             "platform": devices[0].platform, "processes": jax.process_count(),
                             "jax": jax.__version__}
-  checkpoint.write_json_atomic(os.path.join(workdir, "config.json"), config_dict)
-  checkpoint.write_json_atomic(os.path.join(workdir, checkpoint.MODEL_JSON),
-                               model_metadata(config, dataset, patch))
+  primary = jax.process_index() == 0  # multi-host: one process writes the host-side files
+  if primary:
+    checkpoint.write_json_atomic(os.path.join(workdir, "config.json"), config_dict)
+    checkpoint.write_json_atomic(os.path.join(workdir, checkpoint.MODEL_JSON),
+                                 model_metadata(config, dataset, patch))
 
   root_key = jax.random.key(config.seed)
   init_key, train_key, val_key = (jax.random.fold_in(root_key, i) for i in range(3))
@@ -119,9 +137,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                               input_shape=(1, *patch, dataset.in_channels))
   mngr = checkpoint.manager(workdir, keep=config.train.keep_checkpoints)
   abstract = jax.eval_shape(init_fn, init_key)
-  if replicated is not None:
-    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
-                            abstract)
+  # Explicit shardings: orbax then restores a checkpoint written by any device/process layout.
+  target = replicated if replicated is not None else jax.sharding.SingleDeviceSharding(devices[0])
+  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=target),
+                          abstract)
   state = checkpoint.restore(mngr, abstract)
   if state is None:
     state = jax.tree.map(put, jax.jit(init_fn)(init_key))  # one compile, not one per layer
@@ -132,7 +151,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           if start >= config.train.num_steps else
           f"Resuming from the checkpoint at step {start}.", file=sys.stderr)
   metrics_path = os.path.join(workdir, "metrics.jsonl")
-  _truncate_metrics(metrics_path, start)
+  if primary:
+    _truncate_metrics(metrics_path, start)
 
   images, sizes = put(dataset.train_NSC), put(dataset.train_sizes)
   p_step = jax.jit(functools.partial(
@@ -148,7 +168,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                                         patience=config.opt.plateau_patience))
 
   num_steps = config.train.num_steps
-  progress = report.Progress(start, num_steps, config.train.batch_size, config.train.progress)
+  progress = report.Progress(start, num_steps, config.train.batch_size,
+                             config.train.progress and primary)
   pending, window_start, window_t0 = [], start, time.perf_counter()
   for step in range(start + 1, num_steps + 1):
     state, metrics = p_step(state, images, sizes, train_key)
@@ -181,7 +202,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         record["val_loss"] = float(val_loss)
         if config.opt.schedule == "plateau":
           state = p_plateau(state, val_loss)
-      with open(metrics_path, "a") as f:
+      with open(metrics_path if primary else os.devnull, "a") as f:
         f.write(json.dumps(record) + "\n")
       progress.update(step, record)
       pending, window_start, window_t0 = [], step, time.perf_counter()
@@ -195,6 +216,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       return {"stopped_at": step}
   mngr.wait_until_finished()
   progress.close()
+  if jax.process_count() > 1:
+    # The final denoising restores the checkpoint through orbax, which would wait for the
+    # other processes: a multi-host run ends here; denoise with n2v_jax.predict afterwards.
+    if primary:
+      report.plot_losses(metrics_path, os.path.join(workdir, "loss.png"))
+    return {"steps": num_steps, "workdir": workdir, "process_index": jax.process_index(),
+            "processes": jax.process_count()}
   report.plot_losses(metrics_path, os.path.join(workdir, "loss.png"))
   return report.final_evaluation(config, workdir, dataset, state.variables, model)
 

@@ -1,0 +1,204 @@
+"""Throughput and memory benchmark: one JSON line per configuration on stdout.
+
+    .venv/bin/python experiments/benchmark/benchmark.py                 # the issue's configs
+    .venv/bin/python experiments/benchmark/benchmark.py --only train --batch-sizes 16 --steps 20
+
+Every configuration runs in its own subprocess, so peak resident memory (ru_maxrss) is
+that configuration's own; XLA_FLAGS from the environment apply to every child.
+It times the library's real code: `steps.train_step` jitted with donation exactly as in
+`train.py`, and `predict.predict_image` (tiled, blended, optionally TTA). Throughput is
+measured here, never asserted in tests. The machine may be shared: alternate A/B runs
+and compare medians.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _peak_rss_gib() -> float:
+  import resource
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def _versions() -> dict:
+  import flax
+  import jax
+  import jaxlib
+  d = jax.devices()[0]
+  return {"device_kind": d.device_kind, "platform": d.platform, "devices": jax.device_count(),
+          "jax": jax.__version__, "jaxlib": jaxlib.__version__, "flax": flax.__version__,
+          "xla_flags": os.environ.get("XLA_FLAGS", ""), "cpus": os.cpu_count()}
+
+
+def _config(args, in_channels=1, ndim=2):
+  from configs import default
+  config = default.get_config()
+  config.model.depth = args.depth
+  config.model.features = args.features
+  config.model.kernel_size = 3
+  config.model.batch_norm = not args.no_batch_norm
+  config.model.dtype = args.dtype
+  config.mask.perc_pix = 0.198  # as in the CAREamics comparison (notes/cpu-performance.md)
+  config.mask.radius = 2
+  config.opt.learning_rate = 4e-4
+  config.data.patch_shape = (args.patch,) * ndim
+  config.data.synthetic.shape = (512,) * ndim
+  config.data.synthetic.channels = in_channels
+  return config
+
+
+def _predictor(config, variables, in_channels, ndim):
+  from n2v_jax import models, predict
+  import numpy as np
+  model = models.make_model(config.model, in_channels)
+  div = models.divisor(config.model.depth)
+  halo = -(-models.receptive_field_radius(config.model) // div) * div
+  meta = {"in_channels": in_channels, "spatial_axes": "ZYX"[-ndim:]}
+  return predict.Predictor(model, variables, meta, np.zeros(in_channels), np.ones(in_channels),
+                           div, halo)
+
+
+def run_train(args) -> dict:
+  import functools
+  import jax
+  import numpy as np
+  from n2v_jax import data as data_lib, models, steps
+  config = _config(args)
+  config.train.batch_size = args.batch
+  raw = data_lib.load_raw(config.data, config.seed)
+  patch = tuple(config.data.patch_shape)
+  dataset = data_lib.build_dataset(config.data, raw, patch, config.seed)
+  model = models.make_model(config.model, dataset.in_channels)
+  tx = steps.make_optimizer(config.opt)
+  spec = steps.step_spec(config, patch)
+  key = jax.random.key(0)
+  state = jax.jit(functools.partial(steps.create_train_state, model=model, tx=tx,
+                                    input_shape=(1, *patch, dataset.in_channels)))(key)
+  images, sizes = jax.numpy.asarray(dataset.train_NSC), jax.numpy.asarray(dataset.train_sizes)
+  p_step = jax.jit(functools.partial(  # exactly as train.py (single device)
+      steps.train_step, model=model, tx=tx, spec=spec, opt_cfg=config.opt,
+      num_steps=args.warmup + args.steps, batch_sharding=None), donate_argnums=(0,))
+  t0 = time.perf_counter()
+  step = p_step.lower(state, images, sizes, key).compile()  # the executable p_step would use
+  compile_s = time.perf_counter() - t0
+  for _ in range(args.warmup):
+    state, metrics = step(state, images, sizes, key)
+  jax.block_until_ready(metrics)
+  times = []
+  for _ in range(args.steps):
+    t0 = time.perf_counter()
+    state, metrics = step(state, images, sizes, key)
+    jax.block_until_ready(metrics)  # a host sync per step: the step's full latency
+    times.append(time.perf_counter() - t0)
+  med = float(np.median(times))
+  return {"bench": "train", "batch": args.batch, "patch": args.patch,
+          "patches_per_s": round(args.batch / med, 2), "step_s_median": round(med, 4),
+          "step_s_min": round(min(times), 4), "step_s_max": round(max(times), 4),
+          "timed_steps": args.steps, "compile_s": round(compile_s, 2), "loss": float(metrics["loss"])}
+
+
+def run_predict(args) -> dict:
+  import jax
+  import numpy as np
+  from n2v_jax import models, predict, steps
+  ndim = len(args.shape) - 1
+  in_channels = args.shape[-1]
+  config = _config(args, in_channels, ndim)
+  model = models.make_model(config.model, in_channels)
+  variables = jax.jit(lambda k: model.init(
+      k, jax.numpy.zeros((1,) + (16,) * ndim + (in_channels,)), train=False))(jax.random.key(0))
+  pred = _predictor(config, variables, in_channels, ndim)
+  rng = np.random.default_rng(0)
+  image = rng.normal(size=args.shape).astype(np.float32)
+  rss_before = _peak_rss_gib()
+  t0 = time.perf_counter()
+  out = predict.predict_image(pred, image, tile=args.tile, tta=args.tta)  # compiles too
+  first = time.perf_counter() - t0
+  times = []
+  for _ in range(args.repeats):
+    t0 = time.perf_counter()
+    out = predict.predict_image(pred, image, tile=args.tile, tta=args.tta)
+    times.append(time.perf_counter() - t0)
+  assert out.shape == image.shape and np.isfinite(out).all()
+  med = float(np.median(times)) if times else first
+  mpix = float(np.prod(args.shape[:-1])) / 1e6
+  return {"bench": "predict", "shape": list(args.shape), "tile": args.tile, "tta": args.tta,
+          "mpix_per_s": round(mpix / med, 3), "seconds_median": round(med, 3),
+          "first_call_s": round(first, 2), "repeats": args.repeats,
+          "peak_rss_before_gib": round(rss_before, 3)}
+
+
+def child(args) -> None:
+  sys.path.insert(0, REPO)
+  result = run_train(args) if args.kind == "train" else run_predict(args)
+  result.update(features=args.features, depth=args.depth, batch_norm=not args.no_batch_norm,
+                dtype=args.dtype,
+                peak_rss_gib=round(_peak_rss_gib(), 3), **_versions())
+  print(json.dumps(result), flush=True)
+
+
+def main() -> None:
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+  p.add_argument("--only", choices=["train", "predict", "memory", "all"], default="all")
+  p.add_argument("--batch-sizes", default="16,128")
+  p.add_argument("--steps", type=int, default=20, help="timed steps at batch <= 32")
+  p.add_argument("--steps-large", type=int, default=5, help="timed steps at batch > 32")
+  p.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
+  p.add_argument("--patch", type=int, default=64)
+  p.add_argument("--depth", type=int, default=2)
+  p.add_argument("--features", type=int, default=32)
+  p.add_argument("--no-batch-norm", action="store_true")
+  p.add_argument("--dtype", default="float32")
+  p.add_argument("--predict-size", type=int, default=1024, help="2D test image edge")
+  p.add_argument("--tile", type=int, default=256)
+  p.add_argument("--repeats", type=int, default=3)
+  p.add_argument("--memory-tile", type=int, default=256)
+  # child mode (one configuration)
+  p.add_argument("--child", choices=["train", "predict"], default=None, help=argparse.SUPPRESS)
+  p.add_argument("--batch", type=int, default=16, help=argparse.SUPPRESS)
+  p.add_argument("--shape", default="", help=argparse.SUPPRESS)
+  p.add_argument("--tta", action="store_true", help=argparse.SUPPRESS)
+  args = p.parse_args()
+  if args.child:
+    args.kind = args.child
+    args.shape = tuple(int(s) for s in args.shape.split(",")) if args.shape else ()
+    child(args)
+    return
+
+  common = [f"--patch={args.patch}", f"--depth={args.depth}", f"--features={args.features}",
+            f"--dtype={args.dtype}", f"--warmup={args.warmup}"]
+  if args.no_batch_norm:
+    common.append("--no-batch-norm")
+  runs = []
+  if args.only in ("train", "all"):
+    for b in (int(s) for s in args.batch_sizes.split(",") if s):
+      steps = args.steps if b <= 32 else args.steps_large
+      runs.append(["--child=train", f"--batch={b}", f"--steps={steps}"])
+  if args.only in ("predict", "all"):
+    s = args.predict_size
+    for tta in (False, True):
+      runs.append(["--child=predict", f"--shape={s},{s},1", f"--tile={args.tile}",
+                   f"--repeats={args.repeats if not tta else 1}"] + (["--tta"] if tta else []))
+  if args.only in ("memory", "all"):
+    for shape in ("4096,4096,3", "64,512,512,1"):
+      runs.append(["--child=predict", f"--shape={shape}", f"--tile={args.memory_tile}",
+                   "--repeats=0"])
+  for r in runs:
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), *common, *r],
+                          cwd=REPO, capture_output=True, text=True)
+    if proc.returncode:
+      print(json.dumps({"error": proc.stderr.strip().splitlines()[-1:], "args": r}), flush=True)
+      sys.stderr.write(proc.stderr[-3000:])
+    else:
+      sys.stdout.write(proc.stdout)
+      sys.stdout.flush()
+
+
+if __name__ == "__main__":
+  main()

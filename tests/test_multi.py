@@ -1,0 +1,74 @@
+"""K models in one vmapped program equal K separate runs (float tolerance)."""
+
+import json
+
+import jax
+from jax.experimental.compilation_cache import compilation_cache
+import numpy as np
+import pytest
+
+from n2v_jax import multi, predict, train
+from tests.helpers import tiny_config
+
+# Seeds and peak learning rates of the three models: two share a seed, two a rate.
+POINTS = [(0, 1e-3), (1, 1e-3), (0, 3e-3)]
+
+
+def _configs(**overrides):
+  # No batch norm: a conv bias in front of batch norm has a gradient of pure rounding
+  # noise, which Adam scales up to full-size (harmless, output-neutral) steps; without it
+  # every parameter can be compared tightly.
+  return [tiny_config(**{"seed": s, "opt.learning_rate": lr, "model.batch_norm": False,
+                         **overrides}) for s, lr in POINTS]
+
+
+@pytest.fixture
+def compile_cache(tmp_path):
+  """Persistent compilation cache for this test: the separate runs share compiled steps."""
+  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+           "jax_persistent_cache_min_entry_size_bytes")
+  old = {n: jax.config.values[n] for n in names}
+  for n, v in zip(names, (str(tmp_path / "jax_cache"), 0.0, 0)):
+    jax.config.update(n, v)
+  yield
+  for n, v in old.items():
+    jax.config.update(n, v)
+  compilation_cache.reset_cache()  # later tests in this process compile as usual
+
+
+def _leaves(workdir):
+  return [np.asarray(x) for x in jax.tree.leaves(predict.load_predictor(str(workdir)).variables)]
+
+
+def test_vmapped_models_equal_separate_runs(tmp_path, compile_cache):
+  configs = _configs()
+  dirs = [tmp_path / f"m{i}" for i in range(len(configs))]
+  summaries = multi.train_many(configs, [str(d) for d in dirs], mode="vmap")
+  # lax.map over the models (mode="map") runs the same per-model step.
+  mapped = [tmp_path / f"map{i}" for i in range(len(configs))]
+  multi.train_many(configs, [str(d) for d in mapped], mode="map")
+  for d, m in zip(dirs, mapped):
+    for a, b in zip(_leaves(d), _leaves(m)):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  for i, (config, d, s) in enumerate(zip(configs, dirs, summaries)):
+    alone = train.train_and_evaluate(config, str(tmp_path / f"alone{i}"))
+    for a, b in zip(_leaves(d), _leaves(tmp_path / f"alone{i}")):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert s["psnr_denoised"] == pytest.approx(alone["psnr_denoised"], abs=1e-3)
+    rows = [json.loads(l) for l in open(d / "metrics.jsonl")]
+    rows_alone = [json.loads(l) for l in open(tmp_path / f"alone{i}" / "metrics.jsonl")]
+    assert [r["step"] for r in rows] == [r["step"] for r in rows_alone]
+    np.testing.assert_allclose([r["val_loss"] for r in rows],
+                               [r["val_loss"] for r in rows_alone], rtol=1e-4)
+    np.testing.assert_allclose([r["learning_rate"] for r in rows],
+                               [r["learning_rate"] for r in rows_alone], rtol=1e-6)
+  # The models really differ: another seed or rate gives other parameters.
+  assert not np.allclose(_leaves(dirs[0])[0], _leaves(dirs[1])[0])
+  assert not np.allclose(_leaves(dirs[0])[0], _leaves(dirs[2])[0])
+
+
+def test_rejects_static_differences(tmp_path):
+  configs = [tiny_config(), tiny_config(**{"mask.perc_pix": 10.0})]
+  with pytest.raises(ValueError, match="mask.perc_pix"):
+    multi.train_many(configs, [str(tmp_path / "a"), str(tmp_path / "b")])
+  assert not (tmp_path / "a").exists()
