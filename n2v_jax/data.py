@@ -45,7 +45,11 @@ def _split_samples(array_SC: np.ndarray) -> list[np.ndarray]:
   return [np.asarray(a, np.float32) for a in array_SC]
 
 
-def load_raw(data_cfg: Any, seed: int) -> RawData:
+def load_raw(data_cfg: Any, seed: int, array: np.ndarray | None = None) -> RawData:
+  """The training images: `array` (NumPy, with data.axes) if given, else data.path, else
+  the built-in synthetic image."""
+  if array is not None:
+    return _from_array(np.asarray(array), data_cfg.axes, "the NumPy array")
   if not data_cfg.path:
     syn = data_cfg.synthetic
     noisy, clean = synthetic.noisy_pair(seed, tuple(syn.shape), syn.channels, syn.noise_sigma,
@@ -64,6 +68,19 @@ def load_raw(data_cfg: Any, seed: int) -> RawData:
   return raw
 
 
+def _from_array(data: np.ndarray, axes: str, name: str) -> RawData:
+  if not axes:
+    raise ValueError(f"{name}: set data.axes (e.g. 'SYX', 'CYX', 'ZYX') for NumPy data")
+  axes = tiff_io.validate_axes(axes, data.ndim)
+  array, spatial = tiff_io.to_canonical(data, axes)
+  samples = _split_samples(array)
+  for i, sample in enumerate(samples):
+    if not np.isfinite(sample).all():
+      raise ValueError(f"{name}: NaN/inf pixel(s) in sample {i}; clean them before training")
+  names = [name if len(samples) == 1 else f"{name}[{i}]" for i in range(len(samples))]
+  return RawData(samples, names, spatial, None, source_axes=axes)
+
+
 def _grouping(data_cfg: Any) -> dict | None:
   """data.channel_pattern etc. (absent in older configs) -> kwargs for load_paths."""
   pattern = data_cfg.get("channel_pattern", "")
@@ -78,6 +95,15 @@ def _read_samples(path: str, axes: str | None, group: dict | None):
   paths = tiff_io.list_images(path)
   if group is None:
     for p in paths:
+      if p.lower().endswith(".npy"):  # plain arrays only: never unpickle
+        if not axes:
+          raise ValueError(f"{p}: set data.axes (e.g. 'SYX', 'CYX') for a .npy file")
+        try:
+          data = np.load(p, allow_pickle=False, mmap_mode="r")
+        except ValueError as e:
+          raise ValueError(f"{p}: not a plain NumPy array file ({e})") from None
+        yield p, np.asarray(data), tiff_io.validate_axes(axes, data.ndim), None
+        continue
       img = tiff_io.read_image(p, axes)
       yield p, img.data, img.axes, img.channel_names
     return

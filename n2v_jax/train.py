@@ -95,11 +95,12 @@ def _check_resume(workdir: str, config_dict: dict) -> None:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       stop_after: int | None = None) -> dict:
+                       stop_after: int | None = None, array: np.ndarray | None = None) -> dict:
   """Trains (or resumes) in workdir; returns the summary (with PSNR when ground truth exists).
 
   stop_after: end this call after that step (checkpointed), as a time-limited job would;
   calling again resumes. Returns {'stopped_at': step} then.
+  array: train on this NumPy array (axes in config.data.axes) instead of data.path.
   """
   config_lib.validate(config)
   if config.train.distributed:
@@ -109,7 +110,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   print(f"Training on {len(devices)} {devices[0].platform} device(s) "
         f"({devices[0].device_kind}), {jax.process_count()} process(es).", file=sys.stderr)
 
-  raw = data_lib.load_raw(config.data, config.seed)
+  raw = data_lib.load_raw(config.data, config.seed, array)
   ndim = len(raw.spatial_axes)
   patch = data_lib.resolve_patch_shape(config.data.patch_shape, ndim,
                                        models.divisor(config.model.depth))

@@ -133,3 +133,19 @@ def test_train_cli_config_errors(tmp_path, args, message):
   errors = [l for l in r.stderr.splitlines() if l.startswith("error:")]
   assert len(errors) == 1 and message in errors[0], r.stderr
   assert not (tmp_path / "w").exists()
+
+
+def test_numpy_array_and_npy_file(tmp_path):
+  stack = noisy_stack(2, (3, 40, 40))
+  config = tiny_config(**{"data.axes": "SYX", "train.num_steps": 2})
+  train.train_and_evaluate(config, str(tmp_path / "a"), array=stack)
+  assert json.load(open(tmp_path / "a" / "model.json"))["in_channels"] == 1
+  np.save(tmp_path / "s.npy", stack)
+  config = tiny_config(**{"data.path": str(tmp_path / "s.npy"), "data.axes": "SYX",
+                          "train.num_steps": 2})
+  train.train_and_evaluate(config, str(tmp_path / "b"))
+  a, b = _params(tmp_path / "a", config), _params(tmp_path / "b", config)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))  # same data, same run
+  with pytest.raises(ValueError, match="set data.axes"):
+    train.train_and_evaluate(tiny_config(), str(tmp_path / "c"), array=stack)

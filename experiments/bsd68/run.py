@@ -111,6 +111,11 @@ def main(argv) -> None:
       "evaluate_wall_seconds": round(time.perf_counter() - t0, 1),
       "device": f"{device.platform}: {device.device_kind}", "cpu": platform.processor() or platform.machine(),
       "cpu_count": os.cpu_count(), "commit": _commit(), "images": ev["images"],
+      "recipe": {"perc_pix": config.mask.perc_pix, "strategy": config.mask.strategy,
+                 "features": config.model.features, "batch_norm": config.model.batch_norm,
+                 "residual": config.model.residual, "n2v2": config.model.n2v2,
+                 "patch": list(config.data.patch_shape), "lr": config.opt.learning_rate,
+                 "schedule": config.opt.schedule},
       "psnr_noisy": m["noisy_psnr"],
       "psnr": m["plain_psnr"], "psnr_std": s["plain_psnr"],
       "psnr_tta": m["tta_psnr"], "psnr_tta_std": s["tta_psnr"],
@@ -122,6 +127,7 @@ def main(argv) -> None:
         f"Steps {summary['steps']} x batch {summary['batch_size']}; training wall time "
         f"{summary['train_wall_seconds'] / 60:.1f} min on {summary['device']} "
         f"({summary['cpu_count']} cores); commit {summary['commit']}.", "",
+        "Recipe: " + ", ".join(f"{k} {v}" for k, v in summary["recipe"].items()) + ".", "",
         "| | PSNR (range 255, N2V convention) | PSNR (clean max-min) | SSIM (range 255) |",
         "|---|---|---|---|",
         f"| noisy input | {m['noisy_psnr']:.2f} | {m['noisy_psnr_clean_range']:.2f} | {m['noisy_ssim']:.4f} |",
