@@ -3,9 +3,9 @@
     python -m n2v_jax.train --config configs/default.py --workdir runs/default
 
 No download needed. Makes a 256x256 noisy image (Gaussian noise, sigma 0.2 on a
-0..1 scale), trains a small U-Net for 400 steps (about a minute on 2 CPU cores,
-plus ~10 s of compilation), denoises the image and writes `summary.json`
-(`psnr_noisy` ~14 dB, `psnr_denoised` ~ +8 dB or more above it) and `before_after.png`.
+0..1 scale), trains a small U-Net for 300 steps (71 s on 2 CPU cores, compilation
+included), denoises the image and writes `summary.json` (`psnr_noisy` 13.98 dB,
+`psnr_denoised` 28.63 dB) and `before_after.png`.
 """
 
 import ml_collections
