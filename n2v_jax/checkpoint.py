@@ -13,6 +13,16 @@ import orbax.checkpoint as ocp
 
 CHECKPOINT_DIR = "checkpoints"
 MODEL_JSON = "model.json"
+# n2v_jax/2: the U-Net's second conv per block halves the features (CSBDeep widths); models
+# written as n2v_jax/1 have other parameter shapes and cannot be restored.
+MODEL_FORMAT = "n2v_jax/2"
+
+
+def check_model_format(workdir: str, meta: dict) -> None:
+  found = meta.get("format")
+  if found != MODEL_FORMAT:
+    raise ValueError(f"{workdir}: model format {found!r}, this n2v_jax reads {MODEL_FORMAT!r} "
+                     "(older versions used other U-Net widths); retrain in a new workdir")
 
 
 def write_json_atomic(path: str, obj: Any) -> None:

@@ -8,7 +8,9 @@ import ml_collections
 # Fields that may change when an existing workdir is resumed.
 RESUMABLE_CHANGES = ("train.num_steps", "train.log_every", "train.checkpoint_every",
                      "train.eval_every", "train.progress", "train.keep_checkpoints",
-                     "predict.tile", "predict.tta",
+                     "predict.tile", "predict.tta", "data.stream_cache_files",
+                     # float rounding only (data parallelism, convolutions on batch slices)
+                     "train.cpu_devices", "model.batch_chunks",
                      # where the processes of a multi-host run live may change between jobs
                      "train.coordinator_address", "train.num_processes", "train.process_id")
 
@@ -20,6 +22,7 @@ _CHOICES = {
     "loss": ("mse", "mae"),
     "data.normalization": ("meanstd", "percentile"),
     "model.dtype": ("float32", "bfloat16"),
+    "model.upsampling": ("nearest", "bilinear"),
 }
 
 
@@ -53,6 +56,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.train.eval_every % config.train.log_every:
     raise ValueError(f"config.train.eval_every={config.train.eval_every} must be a multiple of "
                      f"train.log_every={config.train.log_every}")
+  cpu_devices = config.train.get("cpu_devices", 0)
+  if not isinstance(cpu_devices, int) or cpu_devices < 0:
+    raise ValueError(f"config.train.cpu_devices={cpu_devices!r}: expected 0 (auto), 1 (off) "
+                     "or a device count")
+  if cpu_devices > 1 and config.train.batch_size % cpu_devices:
+    raise ValueError(f"config.train.batch_size={config.train.batch_size} must be divisible by "
+                     f"train.cpu_devices={cpu_devices}")
   if config.opt.learning_rate <= 0:
     raise ValueError(f"config.opt.learning_rate={config.opt.learning_rate}: expected > 0")
 
@@ -73,9 +83,17 @@ def flat(d: dict, prefix: str = "") -> dict:
   return out
 
 
+# Fields added after workdirs were first written, with the value that reproduces what
+# those older runs did: a workdir without them resumes under a current config.
+ADDED_FIELDS = {"data.streaming": False, "data.stream_cache_files": 8,
+                "model.upsampling": "nearest", "model.batch_chunks": 0, "train.cpu_devices": 1}
+
+
 def incompatible_changes(saved: dict, current: dict) -> list[str]:
   """Fields (dotted) that differ between a saved run's config and the current one."""
   a, b = flat(saved), flat(current)
+  for key, value in ADDED_FIELDS.items():
+    a.setdefault(key, value)
   return sorted(k for k in set(a) | set(b)
                 if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES
                 and not k.startswith("runtime."))

@@ -95,14 +95,9 @@ def _read_samples(path: str, axes: str | None, group: dict | None):
   paths = tiff_io.list_images(path)
   if group is None:
     for p in paths:
-      if p.lower().endswith(".npy"):  # plain arrays only: never unpickle
-        if not axes:
-          raise ValueError(f"{p}: set data.axes (e.g. 'SYX', 'CYX') for a .npy file")
-        try:
-          data = np.load(p, allow_pickle=False, mmap_mode="r")
-        except ValueError as e:
-          raise ValueError(f"{p}: not a plain NumPy array file ({e})") from None
-        yield p, np.asarray(data), tiff_io.validate_axes(axes, data.ndim), None
+      if p.lower().endswith(".npy"):
+        data, npy_axes = tiff_io.open_npy(p, axes)
+        yield p, np.asarray(data), npy_axes, None
         continue
       img = tiff_io.read_image(p, axes)
       yield p, img.data, img.axes, img.channel_names

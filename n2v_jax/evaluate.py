@@ -56,7 +56,7 @@ def score(clean: np.ndarray, prediction: np.ndarray, data_range: float) -> dict:
 
 
 def evaluate(workdir: str, noisy_dir: str, clean_dir: str, output_dir: str | None = None,
-             tta_modes: tuple[bool, ...] = (False, True), tile: int = 256,
+             tta_modes: tuple[bool, ...] = (False, True), tile: int = 512,
              data_range: float | None = None, overwrite: bool = False,
              keep_predictions: bool = False) -> dict:
   """Per-image and mean scores; writes per_image.csv and evaluation.json into output_dir."""
@@ -140,7 +140,7 @@ if __name__ == "__main__":
   flags.DEFINE_string("clean", None, "Folder of clean images with the same file stems.")
   flags.DEFINE_string("output", None, "Folder for per_image.csv and evaluation.json.")
   flags.DEFINE_enum("tta", "both", ["off", "on", "both"], "Score without/with 8-fold TTA.")
-  flags.DEFINE_integer("tile", 256, "Tile edge for prediction; 0 = whole image.")
+  flags.DEFINE_integer("tile", 512, "Largest tile edge for prediction; 0 = whole image.")
   flags.DEFINE_float("data_range", None, "Fixed PSNR data range (default 255 for 8-bit clean "
                      "images, else the clean set's max - min).")
   flags.DEFINE_bool("overwrite", False, "Replace existing result files.")

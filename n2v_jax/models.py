@@ -3,14 +3,17 @@
 Architecture (CSBDeep / CAREamics style):
   encoder level l (l = 0..depth-1): 2 x [conv k^n 'SAME' -> BatchNorm? -> ReLU] with
     features * 2**l features, then 2x down-sampling: max-pool 2^n (or MaxBlurPool for N2V2);
-  bottom (level depth): the same conv block with features * 2**depth features;
-  decoder level l (depth-1..0): nearest-neighbour up-sampling x2, concatenation with the
-    encoder skip of level l (N2V2: no skip at level 0), conv block with features * 2**l;
+  bottom (level depth): convs with features * 2**depth, then features * 2**(depth-1);
+  decoder level l (depth-1..0): up-sampling x2, concatenation with the encoder skip of
+    level l (N2V2: no skip at level 0), convs with features * 2**l, then 2**max(l-1, 0);
   final 1^n conv to out_channels, linear; optionally + input (residual, in float32).
+Each block's second conv halves the features on the way up, as in CSBDeep's `unet_block`
+(the original N2V) and CAREamics' UNet: depth 2 with 32 features has 333,729 parameters
+with batch norm, as CAREamics' does.
 
-Up-sampling is nearest-neighbour followed by the convs of the block (as CSBDeep's
-UpSampling): cheaper than bilinear or transposed convs and keeps the receptive field
-easy to bound exactly (see `receptive_field_radius`).
+Up-sampling is nearest-neighbour (CSBDeep's UpSampling) or bilinear with half-pixel
+centres (CAREamics' nn.Upsample(mode='bilinear'), align_corners=False); both keep the
+receptive field easy to bound exactly (see `receptive_field_radius`).
 
 `independent_channels`: every conv is grouped with feature_group_count = C_in and
 per-group feature counts equal to the joint setting's, and skip concatenations interleave
@@ -35,19 +38,21 @@ def divisor(depth: int) -> int:
   return 2**depth
 
 
-def _receptive_field_extent(depth: int, kernel_size: int, n2v2: bool) -> int:
+def _receptive_field_extent(depth: int, kernel_size: int, n2v2: bool,
+                            bilinear: bool = False) -> int:
   """Exact max distance (pixels) from an output pixel to an input pixel it depends on.
 
   Track, per level l (pixel footprint 2**l input pixels), how far the dependence extends
   beyond a pixel's own footprint: each 'SAME' conv adds r * 2**l (r = k // 2) on each
   side; max-pool adds nothing (footprint union); MaxBlurPool (max window 2 stride 1, then
   3-tap blur stride 2) adds 2**l on each side; nearest up-sampling adds 2**l on one side
-  (the parent's footprint is twice the child's). Two convs per block.
+  (the parent's footprint is twice the child's), bilinear up-sampling at most 2 * 2**l
+  (the parent and its nearer neighbour). Two convs per block.
   """
   r = kernel_size // 2
   conv_levels = (2 ** (depth + 1) - 1) + (2**depth - 1)  # sum 2**l: encoder+bottom, decoder
   shifts = 2**depth - 1  # sum 2**l over l < depth
-  return 2 * r * conv_levels + shifts * (2 if n2v2 else 1)
+  return 2 * r * conv_levels + shifts * ((2 if n2v2 else 1) + (1 if bilinear else 0))
 
 
 def receptive_field_radius(model_cfg: Any) -> int:
@@ -58,7 +63,8 @@ def receptive_field_radius(model_cfg: Any) -> int:
   grid (tiles must start at multiples of the divisor in the full image for equality).
   """
   depth, kernel_size = int(model_cfg.depth), int(model_cfg.kernel_size)
-  extent = _receptive_field_extent(depth, kernel_size, bool(model_cfg.n2v2))
+  extent = _receptive_field_extent(depth, kernel_size, bool(model_cfg.n2v2),
+                                   upsampling_of(model_cfg) == "bilinear")
   div = divisor(depth)
   return int(math.ceil(extent / div) * div)
 
@@ -95,6 +101,65 @@ def _upsample_nearest(x: jax.Array) -> jax.Array:
   return x
 
 
+def _upsample_bilinear(x: jax.Array) -> jax.Array:
+  """x2 linear interpolation per spatial axis with half-pixel centres and edge clamping:
+  PyTorch's Upsample(mode='bilinear'/'trilinear', align_corners=False). Written with
+  shifted copies, not jax.image.resize, whose dense weight matrices grow with the image."""
+  for axis in range(1, x.ndim - 1):
+    n = x.shape[axis]
+    prev = jnp.concatenate([jax.lax.slice_in_dim(x, 0, 1, axis=axis),
+                            jax.lax.slice_in_dim(x, 0, n - 1, axis=axis)], axis=axis)
+    nxt = jnp.concatenate([jax.lax.slice_in_dim(x, 1, n, axis=axis),
+                           jax.lax.slice_in_dim(x, n - 1, n, axis=axis)], axis=axis)
+    even, odd = 0.25 * prev + 0.75 * x, 0.75 * x + 0.25 * nxt
+    x = jnp.stack([even, odd], axis=axis + 1)
+    x = x.reshape(*x.shape[:axis], 2 * n, *x.shape[axis + 2:])
+  return x
+
+
+# The one CPU performance trick of the library. XLA:CPU runs one convolution, and above
+# all its weight gradient, on about 1.3 of the machine's 2 cores. Applying each conv to
+# several slices of the batch gives XLA independent convolutions (forward and backward),
+# which its runtime runs side by side (experiments/benchmark/README.md has the figures).
+# Same weights, same result up to float rounding (BatchNorm still sees the whole batch).
+AUTO_BATCH_CHUNKS_CPU = 8
+
+
+def chunked_conv(conv: nn.Module, x: jax.Array, chunks: int) -> jax.Array:
+  k = math.gcd(int(chunks), x.shape[0])
+  if k <= 1:
+    return conv(x)
+  return jnp.concatenate([conv(part) for part in jnp.split(x, k)], axis=0)
+
+
+def apply_model(model: "UNet", variables: Any, x: jax.Array, **kwargs) -> jax.Array:
+  """model.apply; without BatchNorm, on batch slices as fully independent branches (no
+  state is shared between samples, so this is exact), the most parallel form."""
+  k = math.gcd(int(model.batch_chunks), x.shape[0])
+  if model.batch_norm or k <= 1 or kwargs.get("mutable"):
+    return model.apply(variables, x, **kwargs)
+  return jnp.concatenate([model.apply(variables, part, **kwargs) for part in jnp.split(x, k)])
+
+
+def batch_chunks_of(model_cfg: Any) -> int:
+  """model.batch_chunks: 0 = auto (AUTO_BATCH_CHUNKS_CPU on CPU, 1 on accelerators)."""
+  n = int(model_cfg.get("batch_chunks", 0) if hasattr(model_cfg, "get")
+          else getattr(model_cfg, "batch_chunks", 0))
+  if n < 0:
+    raise ValueError(f"model.batch_chunks={n}: expected 0 (auto) or a positive count")
+  if n == 0:
+    return AUTO_BATCH_CHUNKS_CPU if jax.default_backend() == "cpu" else 1
+  return n
+
+
+def upsampling_of(model_cfg: Any) -> str:
+  up = str(model_cfg.get("upsampling", "nearest") if hasattr(model_cfg, "get")
+           else getattr(model_cfg, "upsampling", "nearest"))  # absent in older configs
+  if up not in ("nearest", "bilinear"):
+    raise ValueError(f"model.upsampling={up!r}: expected 'nearest' or 'bilinear'")
+  return up
+
+
 def _concat_groups(a: jax.Array, b: jax.Array, groups: int) -> jax.Array:
   """Concatenate features so that group g of the result holds group g of a then of b
   (contiguous groups, as feature_group_count expects)."""
@@ -119,16 +184,21 @@ class UNet(nn.Module):
   residual: bool = False
   n2v2: bool = False
   independent_channels: bool = False
+  upsampling: str = "nearest"
+  batch_chunks: int = 1  # performance only: see chunked_conv
   dtype: Any = jnp.float32
 
-  def _block(self, x: jax.Array, features: int, groups: int, name: str, train: bool):
+  def _block(self, x: jax.Array, features: tuple[int, int], groups: int, name: str,
+             train: bool):
     # He init suits ReLU (fan-in is per group for grouped convs); BatchNorm momentum 0.9
     # (PyTorch/CAREamics default) so running stats settle within short N2V trainings.
     nd = x.ndim - 2
     for i in range(2):
-      x = nn.Conv(features * groups, (self.kernel_size,) * nd, padding="SAME",
-                  feature_group_count=groups, dtype=self.dtype, param_dtype=jnp.float32,
-                  kernel_init=nn.initializers.he_normal(), name=f"{name}_conv{i}")(x)
+      conv = nn.Conv(features[i] * groups, (self.kernel_size,) * nd, padding="SAME",
+                     feature_group_count=groups, dtype=self.dtype, param_dtype=jnp.float32,
+                     kernel_init=nn.initializers.he_normal(), name=f"{name}_conv{i}")
+      # Without BatchNorm, apply_model slices the whole network instead (faster still).
+      x = chunked_conv(conv, x, self.batch_chunks if self.batch_norm else 1)
       if self.batch_norm:
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                          dtype=self.dtype, param_dtype=jnp.float32,
@@ -164,18 +234,21 @@ class UNet(nn.Module):
     h = x.astype(self.dtype)
     skips = []
     for level in range(self.depth):
-      h = self._block(h, self.features * 2**level, groups, f"enc{level}", train)
+      h = self._block(h, (self.features * 2**level,) * 2, groups, f"enc{level}", train)
       skips.append(h)
       if self.n2v2:
         h = max_blur_pool(h)
       else:
         h = nn.max_pool(h, (2,) * nd, strides=(2,) * nd, padding="VALID")
-    h = self._block(h, self.features * 2**self.depth, groups, "bottom", train)
+    half = lambda level: self.features * 2 ** max(level - 1, 0)
+    h = self._block(h, (self.features * 2**self.depth, half(self.depth)), groups, "bottom",
+                    train)
     for level in reversed(range(self.depth)):
-      h = _upsample_nearest(h)
+      h = _upsample_bilinear(h) if self.upsampling == "bilinear" else _upsample_nearest(h)
       if not (self.n2v2 and level == 0):  # N2V2 drops the top-level skip only
         h = _concat_groups(skips[level], h, groups)
-      h = self._block(h, self.features * 2**level, groups, f"dec{level}", train)
+      h = self._block(h, (self.features * 2**level, half(level)), groups, f"dec{level}",
+                      train)
     out = nn.Conv(self.out_channels, (1,) * nd, feature_group_count=groups,
                   dtype=self.dtype, param_dtype=jnp.float32, name="final")(h)
     out = out.astype(jnp.float32)
@@ -206,5 +279,7 @@ def make_model(model_cfg: Any, in_channels: int, ndim: int | None = None) -> UNe
       residual=bool(model_cfg.residual),
       n2v2=bool(model_cfg.n2v2),
       independent_channels=bool(model_cfg.independent_channels),
+      upsampling=upsampling_of(model_cfg),
+      batch_chunks=batch_chunks_of(model_cfg),
       dtype=_DTYPES[dtype_name],
   )

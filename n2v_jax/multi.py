@@ -97,6 +97,9 @@ def train_many(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[
 
   datasets, patch = [], None
   for c in configs:
+    if c.data.get("streaming", False):  # sweeps then train these points one by one
+      raise ValueError("data.streaming=True is not supported by train_many; train each "
+                       "config with n2v_jax.train")
     raw = data_lib.load_raw(c.data, c.seed)
     patch = data_lib.resolve_patch_shape(c.data.patch_shape, len(raw.spatial_axes),
                                          models.divisor(c.model.depth))

@@ -1,12 +1,14 @@
 """Prediction: `python -m n2v_jax.predict --workdir DIR --input PATH --output PATH`.
 
 Tiled with a halo of at least the receptive field, so every output pixel sees exactly
-the input it would see in a whole-image pass; overlapping tile cores are blended with
-smooth weights. Tile offsets are multiples of 2**depth so pooling grids line up.
+the input it would see in a whole-image pass: equal cores abut, nothing is blended.
+Tile offsets are multiples of 2**depth so pooling grids line up. Tiles are spread over
+all devices (a CPU split into several by n2v_jax.runtime runs them side by side).
 """
 
 import dataclasses
 import functools
+import itertools
 import os
 import sys
 from typing import Any
@@ -39,7 +41,26 @@ class Predictor:
 
   @functools.cached_property
   def apply(self):
-    return jax.jit(lambda v, x: self.model.apply(v, x, train=False))
+    return jax.jit(lambda v, x: models.apply_model(self.model, v, x, train=False))
+
+  @functools.cached_property
+  def n_devices(self) -> int:
+    """Devices prediction spreads tiles over (one process: all of them)."""
+    return jax.device_count() if jax.process_count() == 1 else 1
+
+  @functools.cached_property
+  def _shardings(self):
+    mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("tiles",))
+    tiles = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("tiles"))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return tiles, jax.device_put(self.variables, replicated)
+
+  def predict_tiles(self, tiles: np.ndarray, sharded: bool = False) -> jax.Array:
+    """Model output for a batch of normalized tiles; `sharded`: split over all devices."""
+    if not sharded:
+      return self.apply(self.variables, jnp.asarray(tiles))
+    tile_sharding, variables = self._shardings
+    return self.apply(variables, jax.device_put(tiles, tile_sharding))
 
 
 def load_predictor(workdir: str) -> Predictor:
@@ -47,6 +68,7 @@ def load_predictor(workdir: str) -> Predictor:
   if not os.path.exists(meta_path):
     raise FileNotFoundError(f"{workdir}: not a trained workdir (no {checkpoint.MODEL_JSON})")
   meta = checkpoint.read_json(meta_path)
+  checkpoint.check_model_format(workdir, meta)
   model_cfg = ml_collections.ConfigDict(meta["model"])
   model = models.make_model(model_cfg, meta["in_channels"])
   tx = steps.make_optimizer(ml_collections.ConfigDict(meta["opt"]))
@@ -66,79 +88,76 @@ def load_predictor(workdir: str) -> Predictor:
                    np.asarray(meta["std"]), divisor, halo)
 
 
-def _tile_starts(length: int, tile: int, halo: int, divisor: int) -> list[int]:
-  """Starts (in padded coordinates) of tiles of size `tile` covering a padded axis."""
-  core = tile - 2 * halo
-  span = length - 2 * halo  # the image part (padded to a multiple of divisor)
-  if span <= core:
-    return [0]
-  overlap = min(max(divisor, (core // 8) // divisor * divisor), core - divisor)
-  n = -(-(span - core) // (core - overlap)) + 1
-  starts = np.linspace(0, span - core, n)
-  return sorted({int(s) // divisor * divisor for s in starts[:-1]} | {span - core})
-
-
-def _core_weight(core: int, ramp: int) -> np.ndarray:
-  i = np.arange(core)
-  ramp = max(ramp, 1)
-  w = np.minimum(1.0, np.minimum(i + 1, core - i) / ramp)
-  return 0.5 - 0.5 * np.cos(np.pi * w) + 1e-3  # smooth, positive everywhere
-
-
 # Voxels per model call (tiles x batch). Each 32-feature float32 activation of a call is
 # 128 x this many bytes and a few are alive at once: 2**21 keeps a call under ~1.5 GiB.
-# 2D tiles of 256 (4 per call: 2**18) never reach it; a 3D tile of 256 (with its halo) does,
-# so such tiles are shrunk (and calls batched smaller); the result is the same (tiling is exact).
+# Larger images are cut into more (smaller) tiles; the result is the same (tiling is exact).
 MAX_VOXELS_PER_CALL = 2**21
 
 
-def _fit_budget(tile_shape: list[int], min_tile: int, divisor: int, budget: int) -> list[int]:
-  shape = list(tile_shape)
-  while int(np.prod(shape)) > budget:
-    i = int(np.argmax(shape))
-    smaller = max(min_tile, (shape[i] - 1) // divisor * divisor)
-    if smaller >= shape[i]:
-      break  # every axis at the minimum: one tile per call is all we can do
-    shape[i] = smaller
-  return shape
+def plan_tiles(aligned: list[int], tile: int, halo: int, divisor: int, n_parallel: int = 1,
+               budget: int = MAX_VOXELS_PER_CALL) -> tuple[list[int], list[int]]:
+  """(tiles per axis, core size per axis): equal cores abutting each other, each with a
+  halo, tile edges at most `tile`, one call of n_parallel tiles within the voxel budget.
+  Among tile counts that satisfy this, the one computing the fewest voxels, counting the
+  halos and the blank tiles that fill the last call up to a multiple of n_parallel."""
+  d, h, nd = divisor, halo, len(aligned)
+  if not tile:  # the whole image in one call, whatever it costs
+    return [1] * nd, list(aligned)
+  min_core = 4 * d  # a core of at least 4 pooling cells, else tiling is all halo
+  max_core = [max(min_core, tile // d * d - 2 * h)] * nd
+  while (n_parallel * int(np.prod([c + 2 * h for c in max_core])) > budget
+         and max(max_core) > min_core):
+    i = int(np.argmax(max_core))
+    max_core[i] = max(min_core, max_core[i] - d)
+  base = [-(-a // c) for a, c in zip(aligned, max_core)]
+  best = None
+  for extra in itertools.product(range(min(n_parallel, 8)), repeat=nd):
+    counts = [b + e for b, e in zip(base, extra)]
+    cores = [-(-a // (n * d)) * d for a, n in zip(aligned, counts)]
+    n_tiles = int(np.prod(counts))
+    cost = -(-n_tiles // n_parallel) * n_parallel * int(np.prod([c + 2 * h for c in cores]))
+    if best is None or (cost, n_tiles) < best[0]:
+      best = ((cost, n_tiles), counts, cores)
+  return best[1], best[2]
 
 
-def predict_normalized(pred: Predictor, x: np.ndarray, tile: int = 256,
-                       batch: int = 4) -> np.ndarray:
-  """Denoise one normalized image (*spatial, C) -> (*spatial, C) float32."""
+def predict_normalized(pred: Predictor, x: np.ndarray, tile: int = 512,
+                       batch: int = 0) -> np.ndarray:
+  """Denoise one normalized image (*spatial, C) -> (*spatial, C) float32.
+
+  Tiles are spread over all devices, and over the model's batch slices on each;
+  batch: tiles per call, 0 = as many as the voxel budget allows.
+  """
   spatial, d, h = x.shape[:-1], pred.divisor, pred.halo
   aligned = [-(-s // d) * d for s in spatial]
-  pads = [(h, h + a - s) for s, a in zip(spatial, aligned)] + [(0, 0)]
+  n_dev = pred.n_devices if tile else 1
+  # Tiles per call: a multiple of the devices times the model's batch slices, which run
+  # side by side (models.chunked_conv).
+  n_par = n_dev * (max(1, int(pred.model.batch_chunks)) if tile else 1)
+  counts, cores = plan_tiles(aligned, tile, h, d, n_par)
+  tile_shape = [c + 2 * h for c in cores]
+  # Reflect padding: the first `h` padded pixels are the same whatever the total width, so
+  # every core pixel sees exactly what it would in a whole-image pass.
+  pads = [(h, h + n * c - s) for s, n, c in zip(spatial, counts, cores)] + [(0, 0)]
   mode = "reflect" if all(s > 1 for s in spatial) else "edge"
   xp = np.pad(x.astype(np.float32, copy=False), pads, mode=mode)
-  min_tile = 2 * h + 4 * d  # a core of at least 4 pooling cells, else tiling is all halo
-  tile_shape = [a + 2 * h if not tile or a + 2 * h <= max(tile, min_tile)
-                else max(tile // d * d, min_tile) for a in aligned]
-  if tile:  # tile=0 asks for the whole image in one call, whatever it costs
-    tile_shape = _fit_budget(tile_shape, min_tile, d, MAX_VOXELS_PER_CALL)
-    batch = max(1, min(batch, MAX_VOXELS_PER_CALL // int(np.prod(tile_shape))))
-  starts = [_tile_starts(a + 2 * h, t, h, d) for a, t in zip(aligned, tile_shape)]
-  # float32 accumulators (float64 doubled the largest buffers): weights are >= 1e-3 and at
-  # most 2**ndim tiles overlap, so the blend is exact to float32 rounding.
-  out = np.zeros((*aligned, x.shape[-1]), np.float32)
-  weight = np.zeros((*aligned, 1), np.float32)
-  cores = [t - 2 * h for t in tile_shape]
-  axis_w = [_core_weight(c, c // 4) if len(s) > 1 else np.ones(c) for c, s in zip(cores, starts)]
-  w_tile = functools.reduce(np.multiply.outer, axis_w)[..., None].astype(np.float32)
-  corners = list(np.stack(np.meshgrid(*starts, indexing="ij"), -1).reshape(-1, len(spatial)))
-  for i in range(0, len(corners), batch):
-    group = corners[i:i + batch]
-    tiles = np.stack([xp[tuple(slice(c, c + t) for c, t in zip(cn, tile_shape))] for cn in group])
-    if len(group) < batch and len(corners) > batch:  # keep one compiled shape
-      tiles = np.concatenate([tiles, np.zeros((batch - len(group), *tiles.shape[1:]), np.float32)])
-    y = np.asarray(pred.apply(pred.variables, jnp.asarray(tiles)))
+  corners = [np.multiply(idx, cores) for idx in itertools.product(*[range(n) for n in counts])]
+  tile_voxels = int(np.prod(tile_shape))
+  per_call = batch or max(1, MAX_VOXELS_PER_CALL // tile_voxels)
+  per_call = max(n_par, per_call // n_par * n_par)
+  calls = -(-len(corners) // per_call)
+  per_call = -(-len(corners) // (calls * n_par)) * n_par  # balanced: one compiled shape
+  out = np.empty((*[n * c for n, c in zip(counts, cores)], x.shape[-1]), np.float32)
+  for i in range(0, len(corners), per_call):
+    group = corners[i:i + per_call]
+    tiles = np.zeros((per_call, *tile_shape, x.shape[-1]), np.float32)
+    for j, cn in enumerate(group):
+      tiles[j] = xp[tuple(slice(c, c + t) for c, t in zip(cn, tile_shape))]
+    y = np.asarray(pred.predict_tiles(tiles, sharded=n_dev > 1))
     for cn, yt in zip(group, y):
-      core = yt[tuple(slice(h, h + c) for c in cores)]
-      where = tuple(slice(c, c + k) for c, k in zip(cn, cores))
-      out[where] += w_tile * core
-      weight[where] += w_tile
+      out[tuple(slice(c, c + k) for c, k in zip(cn, cores))] = \
+          yt[tuple(slice(h, h + k) for k in cores)]
   del xp
-  out /= weight
   return np.ascontiguousarray(out[tuple(slice(0, s) for s in spatial)])
 
 
@@ -153,8 +172,8 @@ def _transforms(ndim: int):
       yield fwd, inv
 
 
-def predict_image(pred: Predictor, image: np.ndarray, tile: int = 256, tta: bool = False,
-                  batch: int = 4) -> np.ndarray:
+def predict_image(pred: Predictor, image: np.ndarray, tile: int = 512, tta: bool = False,
+                  batch: int = 0) -> np.ndarray:
   """Denoise one raw image (*spatial, C) in data units -> float32 in data units."""
   mean, std = pred.mean.astype(np.float32), pred.std.astype(np.float32)
   x = np.array(image, dtype=np.float32)  # float32 throughout: no image-sized float64
@@ -186,7 +205,7 @@ def check_input(pred: Predictor, name: str, array: np.ndarray, spatial_axes: str
 
 
 def predict_file(pred: Predictor, in_path: str, out_path: str, axes: str | None = None,
-                 tile: int = 256, tta: bool = False, overwrite: bool = False,
+                 tile: int = 512, tta: bool = False, overwrite: bool = False,
                  dtype: str = "float32", scale: float = 1.0, offset: float = 0.0) -> None:
   from n2v_jax import batch
   if os.path.exists(out_path) and not overwrite:
@@ -211,7 +230,7 @@ def workdir_grouping(workdir: str) -> tuple[str, tuple]:
 
 
 def predict_path(workdir: str, input_path: str, output_path: str, axes: str | None = None,
-                 tile: int = 256, tta: bool = False, overwrite: bool = False,
+                 tile: int = 512, tta: bool = False, overwrite: bool = False,
                  dtype: str = "float32", scale: float = 1.0, offset: float = 0.0,
                  shard: str | None = None, channel_pattern: str | None = None,
                  channels=None, progress: bool = False, summary_out: list | None = None,
@@ -290,7 +309,7 @@ if __name__ == "__main__":
   flags.DEFINE_string("input", None, "Noisy TIFF or folder of TIFFs.")
   flags.DEFINE_string("output", None, "Output TIFF or folder.")
   flags.DEFINE_string("axes", "", "Axes of the input, e.g. CYX; default: from the file.")
-  flags.DEFINE_integer("tile", 256, "Tile edge in pixels; 0 = whole image.")
+  flags.DEFINE_integer("tile", 512, "Largest tile edge in pixels; 0 = whole image.")
   flags.DEFINE_bool("tta", False, "8-fold test-time augmentation.")
   flags.DEFINE_bool("overwrite", False, "Replace existing outputs (folders: recompute "
                     "them; without it finished outputs are skipped).")

@@ -11,7 +11,7 @@ import numpy as np
 import optax
 
 from n2v_jax import data as data_lib
-from n2v_jax import losses, masking
+from n2v_jax import losses, masking, models
 
 
 @flax.struct.dataclass
@@ -103,6 +103,26 @@ def train_step(state: TrainState, images_NSC: jax.Array, sizes: jax.Array, key: 
   k_patch, k_mask = jax.random.split(jax.random.fold_in(key, state.step))
   patches = data_lib.sample_batch(k_patch, images_NSC, sizes, spec.patch, spec.batch_size,
                                   spec.augment)
+  return _step_on_patches(state, patches, k_mask, model=model, tx=tx, spec=spec,
+                          opt_cfg=opt_cfg, num_steps=num_steps, batch_sharding=batch_sharding,
+                          base_lr=base_lr)
+
+
+def train_step_on_batch(state: TrainState, patches: jax.Array, key: jax.Array, *, model: Any,
+                        tx: optax.GradientTransformation, spec: StepSpec, opt_cfg: Any,
+                        num_steps: int, batch_sharding: Any = None,
+                        base_lr: jax.Array | None = None) -> tuple[TrainState, dict]:
+  """`train_step` on patches sampled elsewhere (n2v_jax.streaming); masks stay keyed by step."""
+  _, k_mask = jax.random.split(jax.random.fold_in(key, state.step))
+  return _step_on_patches(state, patches, k_mask, model=model, tx=tx, spec=spec,
+                          opt_cfg=opt_cfg, num_steps=num_steps, batch_sharding=batch_sharding,
+                          base_lr=base_lr)
+
+
+def _step_on_patches(state: TrainState, patches: jax.Array, k_mask: jax.Array, *, model: Any,
+                     tx: optax.GradientTransformation, spec: StepSpec, opt_cfg: Any,
+                     num_steps: int, batch_sharding: Any,
+                     base_lr: jax.Array | None) -> tuple[TrainState, dict]:
   if batch_sharding is not None:
     patches = jax.lax.with_sharding_constraint(patches, batch_sharding)
   masked, loss_mask = mask_batch(k_mask, patches, spec)
@@ -113,7 +133,7 @@ def train_step(state: TrainState, images_NSC: jax.Array, sizes: jax.Array, key: 
     if batch_stats:
       pred, updates = model.apply(variables, masked, train=True, mutable=["batch_stats"])
     else:
-      pred, updates = model.apply(variables, masked, train=True), {}
+      pred, updates = models.apply_model(model, variables, masked, train=True), {}
     return losses.LOSSES[spec.loss](pred, patches, loss_mask), updates
 
   (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.variables["params"])
@@ -127,7 +147,7 @@ def train_step(state: TrainState, images_NSC: jax.Array, sizes: jax.Array, key: 
 
 def eval_loss(state: TrainState, val_masked: jax.Array, val_targets: jax.Array,
               val_loss_mask: jax.Array, *, model: Any, spec: StepSpec) -> jax.Array:
-  pred = model.apply(state.variables, val_masked, train=False)
+  pred = models.apply_model(model, state.variables, val_masked, train=False)
   return losses.LOSSES[spec.loss](pred, val_targets, val_loss_mask)
 
 

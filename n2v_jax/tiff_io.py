@@ -47,6 +47,17 @@ class Image:
 # --------------------------------------------------------------------------- axes
 
 
+def open_npy(path: str, axes: str | None) -> tuple[np.ndarray, str]:
+  """A .npy file memory-mapped (plain arrays only: never unpickled), with its axes."""
+  if not axes:
+    raise ValueError(f"{path}: set data.axes (e.g. 'SYX', 'CYX') for a .npy file")
+  try:
+    data = np.load(path, allow_pickle=False, mmap_mode="r")
+  except ValueError as e:
+    raise ValueError(f"{path}: not a plain NumPy array file ({e})") from None
+  return data, validate_axes(axes, data.ndim)
+
+
 def validate_axes(axes: str, ndim: int | None = None) -> str:
     """Upper-cased axes with Q/I mapped to S; ValueError naming the problem."""
     if not isinstance(axes, str) or not axes.strip():
@@ -124,7 +135,34 @@ def _tifffile_axes_to_ours(axes: str) -> str:
     return "".join(_ALIASES.get(a, a) for a in axes)
 
 
-def _n2v_imagej_read(tif: tifffile.TiffFile, series: Any) -> tuple[np.ndarray, str] | None:
+@dataclasses.dataclass(frozen=True)
+class Unread:
+    """Stand-in for pixel data `read_image(lazy=True)` left in a file it cannot memory-map
+    (compressed or tiled): shape and dtype only, decoded later by a plain `read_image`."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def reshape(self, shape: tuple[int, ...]) -> "Unread":
+        return Unread(tuple(int(n) for n in shape), self.dtype)
+
+
+def _series_data(tif: tifffile.TiffFile, series: Any, lazy: bool) -> Any:
+    """The series' pixels: read (default), or when lazy a read-only memory map, or `Unread`."""
+    if not lazy:
+        return series.asarray()
+    if series.dataoffset is None:  # not one contiguous uncompressed block
+        return Unread(tuple(series.shape), np.dtype(series.dtype))
+    return np.memmap(tif.filehandle.path, dtype=np.dtype(tif.byteorder + series.dtype.char),
+                     mode="r", offset=series.dataoffset, shape=tuple(series.shape))
+
+
+def _n2v_imagej_read(tif: tifffile.TiffFile, series: Any,
+                     lazy: bool = False) -> tuple[np.ndarray, str] | None:
     """Data and axes of an ImageJ file written by `write_image`, or None if not one."""
     stored = (tif.imagej_metadata or {}).get(_N2V_AXES_KEY)
     if not isinstance(stored, str):
@@ -141,7 +179,7 @@ def _n2v_imagej_read(tif: tifffile.TiffFile, series: Any) -> tuple[np.ndarray, s
     shape = tuple(full_shape[full_axes.index(a)] for a in ij_axes)
     if math.prod(shape) != math.prod(full_shape):
         return None
-    return series.asarray().reshape(shape), axes
+    return _series_data(tif, series, lazy).reshape(shape), axes
 
 
 def _channel_names_from_labels(labels: Any, n_channels: int) -> list[str] | None:
@@ -174,8 +212,12 @@ def _channel_names_from_ome(ome_xml: str, n_channels: int) -> list[str] | None:
     return None
 
 
-def read_image(path: str | os.PathLike, axes: str | None = None) -> Image:
-    """Read series 0 of a TIFF with its axes; `axes` overrides the file's own letters."""
+def read_image(path: str | os.PathLike, axes: str | None = None, lazy: bool = False) -> Image:
+    """Read series 0 of a TIFF with its axes; `axes` overrides the file's own letters.
+
+    lazy: read no pixels; `data` is a read-only `np.memmap` of an uncompressed file, else
+    an `Unread` (shape and dtype only).
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file")
@@ -184,12 +226,12 @@ def read_image(path: str | os.PathLike, axes: str | None = None) -> Image:
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
-            n2v = _n2v_imagej_read(tif, series) if tif.is_imagej else None
+            n2v = _n2v_imagej_read(tif, series, lazy) if tif.is_imagej else None
             if n2v is not None:
                 data, file_axes = n2v
                 meaningful = True
             else:
-                data = series.asarray()
+                data = _series_data(tif, series, lazy)
                 raw_axes = series.axes
                 shaped = tif.shaped_metadata[0] if tif.is_shaped and tif.shaped_metadata else {}
                 if tif.is_shaped and isinstance(shaped.get("axes"), str):

@@ -17,7 +17,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from n2v_jax import checkpoint, config_lib, data as data_lib, models, report, steps
+from n2v_jax import checkpoint, config_lib, data as data_lib, models, report, runtime, steps
+from n2v_jax import streaming
 
 
 class NonFiniteLossError(RuntimeError):
@@ -57,7 +58,7 @@ def _initialize_distributed(config: ml_collections.ConfigDict) -> None:
 def model_metadata(config, dataset: data_lib.Dataset, patch) -> dict:
   """Everything predict needs, as plain JSON (never pickled)."""
   return {
-      "format": "n2v_jax/1",
+      "format": checkpoint.MODEL_FORMAT,
       "model": config_lib.to_dict(config.model),
       "opt": config_lib.to_dict(config.opt),
       "in_channels": dataset.in_channels,
@@ -88,6 +89,9 @@ def _check_resume(workdir: str, config_dict: dict) -> None:
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return
+  model_json = os.path.join(workdir, checkpoint.MODEL_JSON)
+  if os.path.exists(model_json):
+    checkpoint.check_model_format(workdir, checkpoint.read_json(model_json))
   changed = config_lib.incompatible_changes(checkpoint.read_json(path), config_dict)
   if changed:
     raise ValueError(f"{workdir} holds a run with a different config ({', '.join(changed)}); "
@@ -106,15 +110,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if config.train.distributed:
     _initialize_distributed(config)
   workdir = os.path.abspath(workdir)
-  devices, batch_sharding, replicated = _devices(config)
-  print(f"Training on {len(devices)} {devices[0].platform} device(s) "
-        f"({devices[0].device_kind}), {jax.process_count()} process(es).", file=sys.stderr)
-
-  raw = data_lib.load_raw(config.data, config.seed, array)
+  stream = bool(config.data.get("streaming", False))  # absent in configs older than it
+  data_mod = streaming if stream else data_lib  # same load_raw / build_dataset interface
+  raw = data_mod.load_raw(config.data, config.seed, array)
   ndim = len(raw.spatial_axes)
   patch = data_lib.resolve_patch_shape(config.data.patch_shape, ndim,
                                        models.divisor(config.model.depth))
-  dataset = data_lib.build_dataset(config.data, raw, patch, config.seed)
+  dataset = data_mod.build_dataset(config.data, raw, patch, config.seed)
+  # Before any JAX computation: the device count is fixed when JAX starts (n2v_jax.runtime).
+  cpu_devices = config.train.get("cpu_devices", 1)  # absent in configs older than it
+  if not config.train.data_parallel or (config.train.distributed and cpu_devices == 0):
+    cpu_devices = 1  # 'auto' splits only single-process data-parallel runs
+  runtime.setup_cpu_devices(cpu_devices, config.train.batch_size,
+                            getattr(dataset, "train_NSC", np.zeros(0)).nbytes)
+  devices, batch_sharding, replicated = _devices(config)
+  print(f"Training on {len(devices)} {devices[0].platform} device(s) "
+        f"({devices[0].device_kind}), {jax.process_count()} process(es).", file=sys.stderr)
   model = models.make_model(config.model, dataset.in_channels)
   tx = steps.make_optimizer(config.opt)
   spec = steps.step_spec(config, patch)
@@ -155,10 +166,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if primary:
     _truncate_metrics(metrics_path, start)
 
-  images, sizes = put(dataset.train_NSC), put(dataset.train_sizes)
-  p_step = jax.jit(functools.partial(
-      steps.train_step, model=model, tx=tx, spec=spec, opt_cfg=config.opt,
-      num_steps=config.train.num_steps, batch_sharding=batch_sharding), donate_argnums=(0,))
+  step_kwargs = dict(model=model, tx=tx, spec=spec, opt_cfg=config.opt,
+                     num_steps=config.train.num_steps, batch_sharding=batch_sharding)
+  if stream:  # patches read on the host by a background thread, one batch per step
+    batches = streaming.Prefetcher(
+        dataset.sampler(config.train.batch_size, config.data.augment, config.seed).batch,
+        start, config.train.num_steps)
+    to_device = ((lambda b: jax.device_put(b, batch_sharding)) if batch_sharding is not None
+                 else (lambda b: b))
+    p_batch = jax.jit(functools.partial(steps.train_step_on_batch, **step_kwargs),
+                      donate_argnums=(0,))
+    run_step = lambda state: p_batch(state, to_device(batches.get()), train_key)
+  else:
+    images, sizes = put(dataset.train_NSC), put(dataset.train_sizes)
+    p_step = jax.jit(functools.partial(steps.train_step, **step_kwargs), donate_argnums=(0,))
+    run_step = lambda state: p_step(state, images, sizes, train_key)
   val = None
   if dataset.val_inputs is not None and len(dataset.val_inputs):
     val_targets = put(dataset.val_inputs)
@@ -172,8 +194,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   progress = report.Progress(start, num_steps, config.train.batch_size,
                              config.train.progress and primary)
   pending, window_start, window_t0 = [], start, time.perf_counter()
+  # Inputs in place before the first sharded step: its all-reduce should not wait on
+  # transfers queued on the same threads (n2v_jax/runtime.py).
+  jax.block_until_ready((state, images, sizes) if not stream else state)
   for step in range(start + 1, num_steps + 1):
-    state, metrics = p_step(state, images, sizes, train_key)
+    state, metrics = run_step(state)
     pending.append(metrics["loss"])
     if step == start + 1:  # keep compilation out of the throughput figure
       jax.block_until_ready(metrics)
@@ -214,9 +239,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if step == stop_after:
       mngr.wait_until_finished()
       progress.close()
+      if stream:
+        batches.close()
       return {"stopped_at": step}
   mngr.wait_until_finished()
   progress.close()
+  if stream:
+    batches.close()
   if jax.process_count() > 1:
     # The final denoising restores the checkpoint through orbax, which would wait for the
     # other processes: a multi-host run ends here; denoise with n2v_jax.predict afterwards.
@@ -225,6 +254,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     return {"steps": num_steps, "workdir": workdir, "process_index": jax.process_index(),
             "processes": jax.process_count()}
   report.plot_losses(metrics_path, os.path.join(workdir, "loss.png"))
+  if stream:  # bounded: the training set is never loaded
+    dataset = dataset.evaluation_data()
   return report.final_evaluation(config, workdir, dataset, state.variables, model)
 
 

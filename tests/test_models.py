@@ -7,8 +7,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from n2v_jax.models import (UNet, _receptive_field_extent, divisor, make_model,
-                            max_blur_pool, receptive_field_radius)
+from n2v_jax.models import (UNet, _receptive_field_extent, _upsample_bilinear, divisor,
+                            make_model, max_blur_pool, receptive_field_radius)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -102,12 +102,16 @@ def test_n2v2_drops_top_skip_only(ndim):
   p_std = _init(UNet(ndim=ndim, out_channels=2, features=f), x)["params"]
   p_n2v2 = _init(UNet(ndim=ndim, out_channels=2, features=f, n2v2=True), x)["params"]
   assert set(p_std) == set(p_n2v2)
-  # dec0 input: skip (f) + up-sampled level 1 (2f); N2V2: up-sampled only.
-  assert p_std["dec0_conv0"]["kernel"].shape[-2] == 3 * f
-  assert p_n2v2["dec0_conv0"]["kernel"].shape[-2] == 2 * f
-  # Level-1 skip is kept in both.
-  assert p_std["dec1_conv0"]["kernel"].shape[-2] == 6 * f
-  assert p_n2v2["dec1_conv0"]["kernel"].shape[-2] == 6 * f
+  # dec0 input: skip (f) + up-sampled dec1 output (f); N2V2: up-sampled only.
+  assert p_std["dec0_conv0"]["kernel"].shape[-2] == 2 * f
+  assert p_n2v2["dec0_conv0"]["kernel"].shape[-2] == f
+  # Level-1 skip (2f) + up-sampled bottom output (2f) is kept in both.
+  assert p_std["dec1_conv0"]["kernel"].shape[-2] == 4 * f
+  assert p_n2v2["dec1_conv0"]["kernel"].shape[-2] == 4 * f
+  # The second conv of the bottom and decoder blocks halves the features (CSBDeep).
+  assert p_std["bottom_conv0"]["kernel"].shape[-1] == 4 * f
+  assert p_std["bottom_conv1"]["kernel"].shape[-1] == 2 * f
+  assert p_std["dec1_conv1"]["kernel"].shape[-1] == f
 
 
 @pytest.mark.parametrize("ndim", [2, 3])
@@ -162,7 +166,7 @@ def test_independent_channels_do_not_mix(n2v2, train):
   # Grouped convs: per-group features equal the joint setting's.
   p = variables["params"]
   assert p["enc0_conv0"]["kernel"].shape == (3, 3, 1, 4 * c)
-  assert p["dec1_conv0"]["kernel"].shape == (3, 3, 8 + 16, 8 * c)
+  assert p["dec1_conv0"]["kernel"].shape == (3, 3, 8 + 8, 8 * c)
   assert p["final"]["kernel"].shape == (1, 1, 4, c)
 
   def f(x):
@@ -237,16 +241,17 @@ def test_bfloat16_compute_float32_params_and_output():
   assert m.dtype == jnp.bfloat16
 
 
-@pytest.mark.parametrize("n2v2,extent", [(False, 23), (True, 26)])
-def test_receptive_field_empirical(n2v2, extent):
+@pytest.mark.parametrize("n2v2,up,extent", [(False, "nearest", 23), (True, "nearest", 26),
+                                           (False, "bilinear", 26), (True, "bilinear", 29)])
+def test_receptive_field_empirical(n2v2, up, extent):
   depth, k = 2, 3
-  cfg = _cfg(depth=depth, kernel_size=k, n2v2=n2v2)
+  cfg = _cfg(depth=depth, kernel_size=k, n2v2=n2v2, upsampling=up)
   radius = receptive_field_radius(cfg)
-  assert _receptive_field_extent(depth, k, n2v2) == extent
+  assert _receptive_field_extent(depth, k, n2v2, up == "bilinear") == extent
   assert radius % divisor(depth) == 0 and extent <= radius < extent + divisor(depth)
 
   size = 64
-  model = UNet(depth=depth, kernel_size=k, n2v2=n2v2, features=8)
+  model = UNet(depth=depth, kernel_size=k, n2v2=n2v2, features=8, upsampling=up)
   x = _x((1, size, size, 1))
   variables = _init(model, x)
   apply = jax.jit(lambda x: model.apply(variables, x, train=False))
@@ -278,9 +283,9 @@ def test_receptive_field_empirical(n2v2, extent):
     assert np.asarray(apply(jnp.asarray(x_far)))[0, oy, ox, 0] == ref[0, oy, ox, 0]
 
 
-@pytest.mark.parametrize("n2v2", [False, True])
-def test_tiled_prediction_with_radius_matches_whole_image(n2v2):
-  cfg = _cfg(n2v2=n2v2)
+@pytest.mark.parametrize("n2v2,up", [(False, "nearest"), (True, "nearest"), (True, "bilinear")])
+def test_tiled_prediction_with_radius_matches_whole_image(n2v2, up):
+  cfg = _cfg(n2v2=n2v2, upsampling=up)
   radius = receptive_field_radius(cfg)
   model = make_model(cfg, 1)
   size = 96
@@ -294,6 +299,26 @@ def test_tiled_prediction_with_radius_matches_whole_image(n2v2):
     got = np.asarray(tile)[:, margin:margin + core, margin:margin + core]
     assert np.allclose(got, whole[:, core0:core0 + core, core0:core0 + core],
                        rtol=0, atol=1e-5) == equal, margin
+
+
+def test_bilinear_upsampling_is_pytorchs_align_corners_false():
+  # Half-pixel centres, clamped at the edges: [0, 4] -> [0, 1, 3, 4] along each axis
+  # (values PyTorch's nn.Upsample(scale_factor=2, mode='bilinear') gives).
+  x = jnp.asarray([[0.0, 4.0], [8.0, 12.0]]).reshape(1, 2, 2, 1)
+  got = np.asarray(_upsample_bilinear(x))[0, :, :, 0]
+  row = np.array([0.0, 1.0, 3.0, 4.0])
+  np.testing.assert_allclose(got, row[None, :] + 2 * row[:, None], atol=1e-6)
+  x3 = jnp.arange(8.0).reshape(1, 2, 2, 2, 1)
+  got3 = np.asarray(_upsample_bilinear(x3))
+  assert got3.shape == (1, 4, 4, 4, 1) and np.isclose(got3.mean(), 3.5)
+
+
+def test_csbdeep_widths_match_careamics_parameter_count():
+  # Depth 2, 32 features, batch norm: CAREamics 0.3.5's UNet has 333,729 parameters.
+  model = make_model(_cfg(features=32, upsampling="bilinear"), 1)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 1)),
+                                             train=False))
+  assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"])) == 333729
 
 
 def test_radius_formula_other_settings():

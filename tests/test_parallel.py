@@ -51,6 +51,12 @@ train.train_and_evaluate(config, workdir, stop_after=4)  # skips the final denoi
 variables = predict.load_predictor(workdir).variables
 flat = jax.tree_util.tree_flatten_with_path(variables["params"])[0]
 np.savez(f"{workdir}/params.npz", **{jax.tree_util.keystr(k): np.asarray(x) for k, x in flat})
+# 3) Prediction: tiles spread over all devices, equal to the whole image in one call.
+pred = predict.load_predictor(workdir)
+image = np.random.default_rng(3).normal(size=(61, 45, 1)).astype(np.float32)
+tile = 2 * pred.halo + 2 * pred.divisor
+np.savez(f"{workdir}_pred.npz", tiled=predict.predict_image(pred, image, tile=tile),
+         whole=predict.predict_image(pred, image, tile=0), n_devices=pred.n_devices)
 """
 
 
@@ -103,3 +109,9 @@ def test_four_devices_equal_one_device(tmp_path):
   assert len(compared) > 10
   for k in compared:
     np.testing.assert_allclose(a[k], b[k], rtol=1e-3, atol=3e-4, err_msg=k)
+  # Prediction: tiles over 4 devices (or 1) equal the whole image in one call.
+  p1, p4 = np.load(one + "_pred.npz"), np.load(four + "_pred.npz")
+  assert int(p4["n_devices"]) == 4 and int(p1["n_devices"]) == 1
+  for p in (p1, p4):
+    assert np.abs(p["whole"]).max() > 0
+    np.testing.assert_allclose(p["tiled"], p["whole"], rtol=1e-4, atol=1e-4)

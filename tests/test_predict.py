@@ -127,3 +127,41 @@ def test_cli_predict_and_errors(workdir_2d, tmp_path):
     errors = [l for l in r.stderr.splitlines() if l.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], r.stderr
   assert not (tmp_path / "n.tif").exists() and not (tmp_path / "m.tif").exists()
+
+
+@pytest.mark.parametrize("aligned,tile,n_parallel", [
+    ([96, 72], 64, 1), ([96, 72], 64, 8), ([1024, 1024], 512, 8), ([8, 16, 16], 48, 4),
+    ([40, 40], 0, 8), ([12, 400], 64, 3)])
+def test_tile_plan_covers_the_image_with_aligned_bounded_tiles(aligned, tile, n_parallel):
+  halo, divisor = 8, 4
+  counts, cores = predict.plan_tiles(aligned, tile, halo, divisor, n_parallel)
+  for a, n, c in zip(aligned, counts, cores):
+    assert c % divisor == 0 and n * c >= a and (n - 1) * c < a  # covers, no idle tile
+    if tile:
+      assert c + 2 * halo <= max(tile, 2 * halo + 4 * divisor)
+  if tile:
+    assert n_parallel * np.prod([c + 2 * halo for c in cores]) <= predict.MAX_VOXELS_PER_CALL
+  else:
+    assert counts == [1] * len(aligned) and cores == aligned
+
+
+def test_planned_cost_beats_the_naive_grid_with_parallel_slices():
+  # 1024^2 in tiles of <= 512 on 8 parallel slices: the naive 3x3 grid of 464-cores would
+  # fill 2 calls of 8 (16 tiles); the plan picks a count with less computed area.
+  halo, divisor = 24, 4
+  counts, cores = predict.plan_tiles([1024, 1024], 512, halo, divisor, 8)
+  cost = -(-np.prod(counts) // 8) * 8 * np.prod([c + 2 * halo for c in cores])
+  assert cost < 16 * (464 + 2 * halo) ** 2
+
+
+def test_model_from_an_older_format_is_refused_clearly(workdir_2d, tmp_path):
+  import json
+  import shutil
+  old = str(tmp_path / "old")
+  shutil.copytree(workdir_2d, old)
+  meta_path = os.path.join(old, "model.json")
+  meta = json.load(open(meta_path))
+  meta["format"] = "n2v_jax/1"
+  json.dump(meta, open(meta_path, "w"))
+  with pytest.raises(ValueError, match="model format 'n2v_jax/1'.*retrain"):
+    predict.load_predictor(old)

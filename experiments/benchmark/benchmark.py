@@ -50,6 +50,8 @@ def _config(args, in_channels=1, ndim=2):
   config.data.patch_shape = (args.patch,) * ndim
   config.data.synthetic.shape = (512,) * ndim
   config.data.synthetic.channels = in_channels
+  config.model.upsampling = args.upsampling
+  config.model.batch_chunks = args.batch_chunks
   return config
 
 
@@ -68,22 +70,28 @@ def run_train(args) -> dict:
   import functools
   import jax
   import numpy as np
-  from n2v_jax import data as data_lib, models, steps
+  from n2v_jax import data as data_lib, models, runtime, steps, train
   config = _config(args)
   config.train.batch_size = args.batch
+  config.train.cpu_devices = args.cpu_devices
   raw = data_lib.load_raw(config.data, config.seed)
   patch = tuple(config.data.patch_shape)
   dataset = data_lib.build_dataset(config.data, raw, patch, config.seed)
+  # Exactly as train.py: CPU devices chosen before JAX starts, batch sharded over them.
+  runtime.setup_cpu_devices(config.train.cpu_devices, args.batch, dataset.train_NSC.nbytes)
+  devices, batch_sharding, replicated = train._devices(config)
+  put = (lambda x: jax.device_put(x, replicated)) if replicated is not None else jax.numpy.asarray
   model = models.make_model(config.model, dataset.in_channels)
   tx = steps.make_optimizer(config.opt)
   spec = steps.step_spec(config, patch)
   key = jax.random.key(0)
-  state = jax.jit(functools.partial(steps.create_train_state, model=model, tx=tx,
-                                    input_shape=(1, *patch, dataset.in_channels)))(key)
-  images, sizes = jax.numpy.asarray(dataset.train_NSC), jax.numpy.asarray(dataset.train_sizes)
-  p_step = jax.jit(functools.partial(  # exactly as train.py (single device)
+  state = jax.tree.map(put, jax.jit(functools.partial(
+      steps.create_train_state, model=model, tx=tx,
+      input_shape=(1, *patch, dataset.in_channels)))(key))
+  images, sizes = put(dataset.train_NSC), put(dataset.train_sizes)
+  p_step = jax.jit(functools.partial(  # exactly as train.py
       steps.train_step, model=model, tx=tx, spec=spec, opt_cfg=config.opt,
-      num_steps=args.warmup + args.steps, batch_sharding=None), donate_argnums=(0,))
+      num_steps=args.warmup + args.steps, batch_sharding=batch_sharding), donate_argnums=(0,))
   t0 = time.perf_counter()
   step = p_step.lower(state, images, sizes, key).compile()  # the executable p_step would use
   compile_s = time.perf_counter() - t0
@@ -100,7 +108,8 @@ def run_train(args) -> dict:
   return {"bench": "train", "batch": args.batch, "patch": args.patch,
           "patches_per_s": round(args.batch / med, 2), "step_s_median": round(med, 4),
           "step_s_min": round(min(times), 4), "step_s_max": round(max(times), 4),
-          "timed_steps": args.steps, "compile_s": round(compile_s, 2), "loss": float(metrics["loss"])}
+          "timed_steps": args.steps, "compile_s": round(compile_s, 2),
+          "train_devices": len(devices), "loss": float(metrics["loss"])}
 
 
 def run_predict(args) -> dict:
@@ -138,7 +147,7 @@ def child(args) -> None:
   sys.path.insert(0, REPO)
   result = run_train(args) if args.kind == "train" else run_predict(args)
   result.update(features=args.features, depth=args.depth, batch_norm=not args.no_batch_norm,
-                dtype=args.dtype,
+                dtype=args.dtype, upsampling=args.upsampling, batch_chunks=args.batch_chunks,
                 peak_rss_gib=round(_peak_rss_gib(), 3), **_versions())
   print(json.dumps(result), flush=True)
 
@@ -159,6 +168,12 @@ def main() -> None:
   p.add_argument("--tile", type=int, default=256)
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--memory-tile", type=int, default=256)
+  p.add_argument("--upsampling", default="bilinear", choices=["bilinear", "nearest"],
+                 help="bilinear as CAREamics (the equal configuration)")
+  p.add_argument("--cpu-devices", type=int, default=1,
+                 help="train.cpu_devices: 1 = off (the default), 0 = auto (n2v_jax/runtime.py)")
+  p.add_argument("--batch-chunks", type=int, default=0,
+                 help="model.batch_chunks: 0 = auto (8 on CPU, the default), 1 = off")
   # child mode (one configuration)
   p.add_argument("--child", choices=["train", "predict"], default=None, help=argparse.SUPPRESS)
   p.add_argument("--batch", type=int, default=16, help=argparse.SUPPRESS)
@@ -172,7 +187,9 @@ def main() -> None:
     return
 
   common = [f"--patch={args.patch}", f"--depth={args.depth}", f"--features={args.features}",
-            f"--dtype={args.dtype}", f"--warmup={args.warmup}"]
+            f"--dtype={args.dtype}", f"--warmup={args.warmup}",
+            f"--cpu-devices={args.cpu_devices}", f"--upsampling={args.upsampling}",
+            f"--batch-chunks={args.batch_chunks}"]
   if args.no_batch_norm:
     common.append("--no-batch-norm")
   runs = []

@@ -1,0 +1,135 @@
+"""Peak memory of streaming training (data.streaming=True) against the data size.
+
+    .venv/bin/python experiments/streaming/measure_memory.py --tmpdir /tmp/n2v_stream
+    .venv/bin/python experiments/streaming/measure_memory.py --tmpdir D --sizes 0.25,1 --steps 20
+
+For each size it writes an uncompressed uint16 SYX TIFF stack of 512x512 frames into
+--tmpdir (one file at a time; deleted before the next), trains a few dozen streaming steps
+on it in a fresh subprocess and prints one JSON line: data size, peak resident memory
+(ru_maxrss and VmHWM) and, at the end, anonymous vs file-backed resident memory. The
+smallest size is also trained in memory (data.streaming=False) for comparison.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FRAME = 512  # frame edge (pixels): 0.5 MiB per uint16 frame
+
+
+def _status_mib() -> dict:
+  """VmHWM (peak RSS), and the RSS split into anonymous and file-backed (mapped) pages."""
+  out = {}
+  with open("/proc/self/status") as f:
+    for line in f:
+      key, _, value = line.partition(":")
+      if key in ("VmHWM", "VmRSS", "RssAnon", "RssFile"):
+        out[key] = int(value.split()[0]) / 1024  # kB
+  return {"vmhwm_mib": round(out["VmHWM"]), "rss_end_mib": round(out["VmRSS"]),
+          "rss_anon_end_mib": round(out.get("RssAnon", -1)),
+          "rss_file_end_mib": round(out.get("RssFile", -1))}
+
+
+def child(args) -> None:
+  """One training run in this process; prints its JSON line."""
+  import resource
+  sys.path.insert(0, REPO)
+  from configs import default
+  from n2v_jax import train
+  config = default.get_config()
+  config.data.path = args.path
+  config.data.streaming = args.mode == "streaming"
+  config.data.patch_shape = (64, 64)
+  config.train.num_steps = args.steps
+  config.train.batch_size = 16
+  config.train.log_every = 10
+  config.train.eval_every = 10
+  config.train.checkpoint_every = args.steps
+  config.train.progress = False
+  config.train.data_parallel = False  # one device for both modes: same model, same work
+  t0 = time.perf_counter()
+  with tempfile.TemporaryDirectory(dir=args.workroot) as workdir:
+    train.train_and_evaluate(config, workdir)
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+      last = [json.loads(l) for l in f][-1]
+  record = {"mode": args.mode, "data_gib": round(os.path.getsize(args.path) / 2**30, 3),
+            "frames": args.frames, "steps": args.steps, "seconds": round(time.perf_counter() - t0, 1),
+            "patches_per_s": round(last["patches_per_s"], 1),
+            "ru_maxrss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            **_status_mib()}
+  print(json.dumps(record), flush=True)
+
+
+def write_stack(path: str, frames: int, seed: int = 0) -> None:
+  """Smooth structure plus noise, written frame by frame (never whole in memory)."""
+  import numpy as np
+  import tifffile
+  yy, xx = np.mgrid[:FRAME, :FRAME] / FRAME
+  base = (1000 + 800 * np.sin(9 * xx) * np.cos(7 * yy)).astype(np.float32)
+  rng = np.random.default_rng(seed)
+
+  def gen():
+    for i in range(frames):
+      noise = rng.integers(0, 400, (FRAME, FRAME), dtype=np.uint16)
+      yield (np.roll(base, 13 * i, axis=1) + noise).astype(np.uint16)
+  tifffile.imwrite(path, gen(), shape=(frames, FRAME, FRAME), dtype=np.uint16, bigtiff=True,
+                   metadata={"axes": "SYX"}, photometric="minisblack")
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--tmpdir", required=False, help="folder for the generated stacks")
+  parser.add_argument("--sizes", default="0.5,2,6", help="data sizes in GiB, comma-separated")
+  parser.add_argument("--steps", type=int, default=40)
+  parser.add_argument("--no-in-memory", action="store_true", help="skip the in-memory run")
+  parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+  parser.add_argument("--mode", default="streaming", help=argparse.SUPPRESS)
+  parser.add_argument("--path", help=argparse.SUPPRESS)
+  parser.add_argument("--frames", type=int, default=0, help=argparse.SUPPRESS)
+  parser.add_argument("--workroot", help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.child:
+    return child(args)
+  if not args.tmpdir:
+    parser.error("--tmpdir is required (a folder with room for the largest size)")
+  sizes = sorted(float(s) for s in args.sizes.split(","))
+  os.makedirs(args.tmpdir, exist_ok=True)
+  frame_bytes = FRAME * FRAME * 2
+  need = max(sizes) * 2**30 + 2**30  # one stack at a time, plus room for the workdir
+  free = shutil.disk_usage(args.tmpdir).free
+  if free < need:
+    sys.exit(f"error: {args.tmpdir} has {free / 2**30:.1f} GiB free; the largest size needs "
+             f"{need / 2**30:.1f} GiB")
+  env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
+  for size in sizes:
+    frames = max(2, round(size * 2**30 / frame_bytes))
+    path = os.path.join(args.tmpdir, f"stack_{frames}.tif")
+    t0 = time.perf_counter()
+    write_stack(path, frames)
+    print(f"# wrote {path} ({os.path.getsize(path) / 2**30:.2f} GiB) in "
+          f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    modes = ["streaming"] + ([] if args.no_in_memory or size != sizes[0] else ["in_memory"])
+    try:
+      for mode in modes:
+        r = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", "--mode", mode,
+                            "--path", path, "--frames", str(frames), "--steps", str(args.steps),
+                            "--workroot", args.tmpdir], cwd=REPO, env=env, text=True,
+                           capture_output=True)
+        lines = [l for l in r.stdout.splitlines() if l.startswith("{")]
+        if r.returncode or not lines:
+          print(f"# {mode} {size} GiB failed (exit {r.returncode}):\n{r.stderr[-3000:]}",
+                file=sys.stderr)
+          continue
+        print(lines[-1], flush=True)
+    finally:
+      os.remove(path)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,233 @@
+"""Training files opened without reading their pixels (for n2v_jax.streaming).
+
+Uncompressed TIFFs and .npy files are memory-mapped: reading a region reads only its
+pixels. Files that cannot be mapped (compressed, tiled) are decoded whole on first use, and
+the last `data.stream_cache_files` of them are kept (LRU). A sample is one S/T index of a
+file, in the canonical (*spatial, C) layout of tiff_io.to_canonical.
+"""
+
+import collections
+import dataclasses
+import math
+import mmap
+import os
+import threading
+from typing import Any
+
+import numpy as np
+
+from n2v_jax import synthetic, tiff_io
+
+
+@dataclasses.dataclass
+class _File:
+  name: str
+  axes: str  # axes of `data` (tiff_io letters, any order)
+  shape: tuple[int, ...]
+  data: Any  # np.memmap or an in-memory array; None: decoded on demand (compressed TIFF)
+  path: str | None = None  # None for arrays given in memory
+  read_axes: str | None = None  # what read_image was given, to decode it the same way again
+  nbytes: int = -1  # file size when opened: a file changed under a run must not go unnoticed
+
+  @property
+  def sample_axes(self) -> list[int]:
+    return [i for i, a in enumerate(self.axes) if a in "ST"]
+
+  @property
+  def num_samples(self) -> int:
+    return math.prod(self.shape[i] for i in self.sample_axes)
+
+  def describe(self) -> str:
+    return f"shape {self.shape} (axes {self.axes}), {self.nbytes} bytes"
+
+
+def _madvise(data: Any, advice: int | None) -> None:
+  mapping = getattr(data, "_mmap", None)  # np.memmap's mmap.mmap (also on its views)
+  if mapping is not None and advice is not None and hasattr(mapping, "madvise"):
+    mapping.madvise(advice)
+
+
+class FileStore:
+  """The opened files; decoded ones cached, at most `cache_files` at a time (LRU)."""
+
+  def __init__(self, cache_files: int):
+    if not isinstance(cache_files, int) or cache_files < 1:
+      raise ValueError(f"config.data.stream_cache_files={cache_files!r}: expected an integer >= 1")
+    self.files: list[_File] = []
+    self.decoded = 0  # files decoded so far (tests and logs)
+    self._cache: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
+    self._cache_files = cache_files
+    self._lock = threading.Lock()  # the prefetch thread and the main thread both read
+
+  def add(self, f: _File) -> int:
+    # Random patches: read-ahead around each page fault would mostly read unused pixels.
+    _madvise(f.data, getattr(mmap, "MADV_RANDOM", None))
+    self.files.append(f)
+    return len(self.files) - 1
+
+  def release(self, ids: np.ndarray) -> None:
+    """Unmaps the pages read from these memory-mapped files (they stay in the kernel's page
+    cache): resident memory then holds one batch of pixels, not all pixels ever read."""
+    for i in np.unique(ids):
+      _madvise(self.files[int(i)].data, getattr(mmap, "MADV_DONTNEED", None))
+
+  def check_unchanged(self, i: int) -> None:
+    f = self.files[i]
+    if f.path is None:
+      return
+    try:
+      size = os.stat(f.path).st_size
+    except FileNotFoundError:
+      raise ValueError(f"{f.path}: file disappeared during training; expected {f.describe()}"
+                       ) from None
+    if size != f.nbytes:
+      raise ValueError(f"{f.path}: file changed during training (now {size} bytes); "
+                       f"expected {f.describe()}")
+
+  def array(self, i: int) -> Any:
+    f = self.files[i]
+    if f.data is not None:
+      return f.data
+    with self._lock:
+      if i in self._cache:
+        self._cache.move_to_end(i)
+        return self._cache[i]
+      self.check_unchanged(i)
+      try:
+        img = tiff_io.read_image(f.path, f.read_axes)
+      except FileNotFoundError:
+        raise ValueError(f"{f.path}: file disappeared during training; expected "
+                         f"{f.describe()}") from None
+      if tuple(img.data.shape) != f.shape or img.axes != f.axes:
+        raise ValueError(f"{f.path}: now has shape {tuple(img.data.shape)} (axes {img.axes}); "
+                         f"expected {f.describe()}")
+      self.decoded += 1
+      self._cache[i] = img.data
+      while len(self._cache) > self._cache_files:
+        self._cache.popitem(last=False)
+      return img.data
+
+  def region(self, i: int, sample: int, origin: np.ndarray, size: np.ndarray) -> np.ndarray:
+    """(*size, C) float32 from sample `sample` of file i, read straight from its storage."""
+    f = self.files[i]
+    index: list[Any] = [slice(None)] * len(f.axes)
+    if f.sample_axes:
+      for ax, s in zip(f.sample_axes,
+                       np.unravel_index(sample, [f.shape[a] for a in f.sample_axes])):
+        index[ax] = int(s)
+    spatial = "ZYX" if "Z" in f.axes else "YX"
+    for a, o, n in zip(spatial, origin, size):
+      index[f.axes.index(a)] = slice(int(o), int(o) + int(n))
+    kept = [a for a in f.axes if a not in "ST"]
+    order = [kept.index(a) for a in spatial + ("C" if "C" in kept else "")]
+    out = np.array(np.transpose(self.array(i)[tuple(index)], order), np.float32)
+    return out if "C" in kept else out[..., None]
+
+
+@dataclasses.dataclass
+class LazyRaw:
+  """Samples (one per S/T index of each file), referenced, never loaded as a whole."""
+  store: FileStore
+  file_idx: np.ndarray  # (N,) which file each sample is in
+  sample_idx: np.ndarray  # (N,) its index among that file's samples (S, T flattened)
+  sizes: np.ndarray  # (N, ndim) spatial shape
+  spatial_axes: str
+  channels: int
+  channel_names: list[str] | None = None
+  source_axes: str = ""
+  source_paths: list[str] = dataclasses.field(default_factory=list)
+  clean: "LazyRaw | None" = None
+
+  def __len__(self) -> int:
+    return len(self.file_idx)
+
+  def name(self, i: int) -> str:
+    f = self.store.files[int(self.file_idx[i])]
+    return f.name if f.num_samples == 1 else f"{f.name}[{int(self.sample_idx[i])}]"
+
+  def read(self, i: int, origin: np.ndarray, size: np.ndarray) -> np.ndarray:
+    out = self.store.region(int(self.file_idx[i]), int(self.sample_idx[i]), origin, size)
+    bad = ~np.isfinite(out)
+    if bad.any():
+      raise ValueError(f"{self.name(i)}: {int(bad.sum())} NaN/inf pixel(s) near "
+                       f"{tuple(int(o) for o in origin)}; clean or mask them before training")
+    return out
+
+
+def _index(store: FileStore, files: list[_File], spatial: str, **kwargs: Any) -> LazyRaw:
+  ids = [store.add(f) for f in files]
+  counts = [f.num_samples for f in files]
+  shapes = [[f.shape[f.axes.index(a)] for a in spatial] for f in files]
+  return LazyRaw(store, np.repeat(np.asarray(ids, np.int64), counts),
+                 np.concatenate([np.arange(n) for n in counts]).astype(np.int64),
+                 np.repeat(np.asarray(shapes, np.int64).reshape(len(files), len(spatial)),
+                           counts, axis=0), spatial, **kwargs)
+
+
+def _channels(f: _File) -> int:
+  return f.shape[f.axes.index("C")] if "C" in f.axes else 1
+
+
+def _open_file(p: str, axes: str | None) -> tuple[_File, list[str] | None]:
+  if p.lower().endswith(".npy"):
+    data, npy_axes = tiff_io.open_npy(p, axes)
+    return _File(p, npy_axes, tuple(data.shape), data, p, axes, os.stat(p).st_size), None
+  img = tiff_io.read_image(p, axes, lazy=True)
+  data = None if isinstance(img.data, tiff_io.Unread) else img.data
+  return _File(p, img.axes, tuple(img.data.shape), data, p, axes,
+               os.stat(p).st_size), img.channel_names
+
+
+def open_paths(store: FileStore, path: str, axes: str | None) -> LazyRaw:
+  """A TIFF/.npy or a folder of TIFFs, opened without reading pixels; checks consistency."""
+  files, names = [], None
+  for p in tiff_io.list_images(path):
+    f, file_names = _open_file(p, axes)
+    spatial = "ZYX" if "Z" in f.axes else "YX"
+    if not files:
+      names, first_spatial = file_names, spatial
+    elif spatial != first_spatial:
+      raise ValueError(f"{p}: spatial axes {spatial} differ from {first_spatial} of "
+                       f"{files[0].name}")
+    elif _channels(f) != _channels(files[0]):
+      raise ValueError(f"{p}: {_channels(f)} channels, but {files[0].name} has "
+                       f"{_channels(files[0])}; all training images need the same channels")
+    files.append(f)
+  return _index(store, files, first_spatial, channels=_channels(files[0]), channel_names=names,
+                source_axes=files[0].axes, source_paths=[f.name for f in files])
+
+
+def load_raw(data_cfg: Any, seed: int, array: np.ndarray | None = None) -> LazyRaw:
+  """Like data.load_raw (same sources and errors), but nothing is read yet."""
+  if data_cfg.get("channel_pattern", ""):
+    raise ValueError("data.streaming=True does not support data.channel_pattern yet; train "
+                     "in memory, or write the fields as multi-channel TIFFs first")
+  store = FileStore(data_cfg.get("stream_cache_files", 8))
+  if array is not None:
+    if not data_cfg.axes:
+      raise ValueError("the NumPy array: set data.axes (e.g. 'SYX', 'CYX', 'ZYX') for NumPy data")
+    array = np.asarray(array)
+    axes = tiff_io.validate_axes(data_cfg.axes, array.ndim)
+    f = _File("the NumPy array", axes, array.shape, array)
+    return _index(store, [f], "ZYX" if "Z" in axes else "YX", channels=_channels(f),
+                  source_axes=axes)
+  if not data_cfg.path:
+    syn = data_cfg.synthetic
+    noisy, clean = synthetic.noisy_pair(seed, tuple(syn.shape), syn.channels, syn.noise_sigma,
+                                        syn.get("correlation", 0.0))
+    spatial = "ZYX" if len(syn.shape) == 3 else "YX"
+    kw = dict(channels=noisy.shape[-1], source_axes=spatial + "C")
+    raw = _index(store, [_File("synthetic", spatial + "C", noisy.shape, noisy)], spatial, **kw)
+    raw.clean = _index(store, [_File("synthetic", spatial + "C", clean.shape, clean)], spatial,
+                       **kw)
+    return raw
+  raw = open_paths(store, data_cfg.path, data_cfg.axes or None)
+  if data_cfg.clean_path:
+    clean = open_paths(store, data_cfg.clean_path, data_cfg.axes or raw.source_axes)
+    if clean.sizes.shape != raw.sizes.shape or (clean.sizes != raw.sizes).any() or (
+        clean.channels != raw.channels):
+      raise ValueError(f"data.clean_path={data_cfg.clean_path}: shapes do not match data.path "
+                       f"({len(clean)} samples of {clean.channels} channel(s) vs {len(raw)} of "
+                       f"{raw.channels}, or different sizes)")
+    raw.clean = clean
+  return raw
