@@ -84,7 +84,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.progress = True  # progress bar on stderr
   config.train.data_parallel = True  # shard batches over all visible devices
   # CPU only, opt-in: split the host into this many XLA devices for data parallelism
-  # (0 = auto, 1 = off). ~1.85x faster than 1 device on 2 cores, but XLA:CPU once aborted
+  # (0 = auto, 1 = off). ~1.85x faster than 1 device on 2 cores, but XLA:CPU twice aborted
   # a run waiting in the all-reduce: n2v_jax/runtime.py. model.batch_chunks is the default.
   config.train.cpu_devices = 1
   config.train.distributed = False  # call jax.distributed.initialize() (multi-host)

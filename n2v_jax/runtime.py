@@ -1,11 +1,11 @@
 """Process-wide JAX setup that must happen before JAX starts: CPU virtual devices.
 
-The one performance trick of the library lives here. XLA:CPU runs one device's
-convolutions, and above all their weight gradients, on about 1.3 of this machine's
-2 cores. Splitting the host into several XLA devices and sharding the batch over them
-(ordinary data parallelism, the same step up to float rounding: tests/test_parallel.py)
-lets those convolutions run side by side: the batch-16 U-Net step ran 1.7-1.9x faster
-with 8 CPU devices than with 1 on the 2-core machine (experiments/benchmark/README.md).
+Opt-in (train.cpu_devices). XLA:CPU runs one device's convolutions, and above all their
+weight gradients, on about 1.3 of this machine's 2 cores. Splitting the host into several
+XLA devices and sharding the batch over them (ordinary data parallelism, the same step up
+to float rounding: tests/test_parallel.py) lets those convolutions run side by side: the
+batch-16 U-Net step ran 1.6-1.9x faster with 8 CPU devices than with 1 on the 2-core
+machine (experiments/benchmark/README.md).
 """
 
 import logging
@@ -22,13 +22,12 @@ MAX_AUTO_CPU_DEVICES = 8
 MAX_REPLICATED_BYTES = 2 * 2**30
 
 
-# XLA:CPU gives n devices a pool of n threads, and each device's part of the all-reduce
-# holds its thread until every part arrives. Once, at the first step of a BSD68 run, XLA
-# aborted the job at its 40 s limit with 5 of 8 parts arrived (not reproduced since). Eigen's own intra-op threading
-# queues work on that same pool, so it is switched off (with 8 devices on 2 cores it bought
-# nothing measurable), and a slow part (a loaded machine) gets 10 minutes, not 40 s.
-_SPLIT_FLAGS = ("--xla_cpu_multi_thread_eigen=false",
-                "--xla_cpu_collective_call_terminate_timeout_seconds=600")
+# Why this is opt-in: XLA:CPU gives n devices a pool of n threads, and each device's part
+# of the all-reduce holds its thread until every part arrives. Twice, at the first step of
+# a BSD68 run (experiments/bsd68/run.py), XLA aborted the job after its 40 s limit with 5
+# of 8 parts arrived; blocking on the inputs first and switching off Eigen's own threading
+# did not prevent the second. Five shorter runs did not show it. model.batch_chunks gets
+# part of the speed with no collective at all and is the default instead.
 
 
 def auto_cpu_devices(batch_size: int, replicated_bytes: int) -> int:
@@ -71,7 +70,6 @@ def setup_cpu_devices(requested: int, batch_size: int, replicated_bytes: int) ->
                    jax.device_count())
     return None
   if n > 1:
-    os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *_SPLIT_FLAGS]).strip()
     jax.config.update("jax_num_cpu_devices", n)
     print(f"Splitting the CPU into {n} XLA devices (train.cpu_devices; 1 = off).",
           file=sys.stderr)
