@@ -7,8 +7,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from n2v_jax.models import (UNet, _receptive_field_extent, _upsample_bilinear, divisor,
-                            make_model, max_blur_pool, receptive_field_radius)
+from n2v_jax.models import (UNet, _receptive_field_extent, _upsample_bilinear, apply_model,
+                            divisor, make_model, max_blur_pool, receptive_field_radius)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -342,3 +342,35 @@ def test_bad_input_rank_and_kernel_raise():
     _init(UNet(ndim=2, features=4), jnp.zeros((1, 8, 16, 16, 1)))
   with pytest.raises(ValueError, match="odd"):
     _init(UNet(kernel_size=4, features=4), jnp.zeros((1, 16, 16, 1)))
+
+
+@pytest.mark.parametrize("batch_norm", [True, False])
+def test_batch_chunks_change_speed_not_results(batch_norm):
+  # model.batch_chunks: convs (BN) or the whole network (no BN) on batch slices. Outputs,
+  # BatchNorm statistics (still over the whole batch) and gradients equal the unsliced ones.
+  x = _x((8, 16, 16, 2))
+  one = UNet(out_channels=2, features=4, batch_norm=batch_norm, batch_chunks=1)
+  four = UNet(out_channels=2, features=4, batch_norm=batch_norm, batch_chunks=4)
+  variables = _init(one, x)
+
+  def run(model):
+    def loss(params):
+      v = {**variables, "params": params}
+      if batch_norm:
+        out, upd = apply_model(model, v, x, train=True, mutable=["batch_stats"])
+      else:
+        out, upd = apply_model(model, v, x, train=True), {}
+      return (out ** 2).mean(), (out, upd)
+    (value, (out, upd)), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(
+        variables["params"])
+    return out, upd, grads
+
+  (o1, u1, g1), (o4, u4, g4) = run(one), run(four)
+  np.testing.assert_allclose(o1, o4, rtol=1e-5, atol=1e-5)
+  for a, b in zip(jax.tree.leaves((u1, g1)), jax.tree.leaves((u4, g4))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  assert len(jax.tree.leaves(g1)) > 10
+  # The sliced program really holds separate convolutions (4 per conv layer or more).
+  hlo = jax.jit(lambda v: apply_model(four, v, x, train=False)).lower(variables).as_text()
+  hlo1 = jax.jit(lambda v: apply_model(one, v, x, train=False)).lower(variables).as_text()
+  assert hlo.count("convolution") >= 4 * hlo1.count("convolution") - 4
