@@ -13,7 +13,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.mask.perc_pix = 5.0
   config.model.depth = 1
   config.model.features = 4
-  config.model.batch_chunks = 1  # speed only; slicing triples compile time of tiny steps
+  config.model.batch_chunks = 1  # speed only: slices lengthen compilation of tiny steps
   config.train.num_steps = 6
   config.train.batch_size = 4
   config.train.log_every = 2
