@@ -21,6 +21,7 @@ _CHOICES = {
     "opt.schedule": ("constant", "cosine", "plateau"),
     "loss": ("mse", "mae"),
     "data.normalization": ("meanstd", "percentile"),
+    "data.transform": ("none", "anscombe"),
     "model.dtype": ("float32", "bfloat16"),
     "model.upsampling": ("nearest", "bilinear"),
 }
@@ -63,6 +64,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if cpu_devices > 1 and config.train.batch_size % cpu_devices:
     raise ValueError(f"config.train.batch_size={config.train.batch_size} must be divisible by "
                      f"train.cpu_devices={cpu_devices}")
+  per_image = config.data.get("stream_patches_per_image", 1)
+  if not isinstance(per_image, int) or not 1 <= per_image <= config.train.batch_size:
+    raise ValueError(f"config.data.stream_patches_per_image={per_image!r}: expected an integer "
+                     f"from 1 to train.batch_size ({config.train.batch_size})")
   if config.opt.learning_rate <= 0:
     raise ValueError(f"config.opt.learning_rate={config.opt.learning_rate}: expected > 0")
 
@@ -85,7 +90,8 @@ def flat(d: dict, prefix: str = "") -> dict:
 
 # Fields added after workdirs were first written, with the value that reproduces what
 # those older runs did: a workdir without them resumes under a current config.
-ADDED_FIELDS = {"data.streaming": False, "data.stream_cache_files": 8,
+ADDED_FIELDS = {"data.streaming": False, "data.stream_cache_files": 8, "data.transform": "none",
+                "data.stream_patches_per_image": 1,
                 "model.upsampling": "nearest", "model.batch_chunks": 0, "train.cpu_devices": 1}
 
 

@@ -2,14 +2,13 @@
 
 import dataclasses
 import logging
-import os
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from n2v_jax import synthetic, tiff_io
+from n2v_jax import fields, intensity, synthetic, tiff_io
 
 
 @dataclasses.dataclass
@@ -30,11 +29,12 @@ class Dataset:
   train_NSC: np.ndarray  # (N, *max_spatial, C) float32, normalized, zero-padded
   train_sizes: np.ndarray  # (N, ndim) int32: true spatial size of each image
   val_inputs: np.ndarray | None  # (M, *patch, C) normalized patches (unmasked)
-  mean: np.ndarray  # (C,) float64: x_norm = (x - mean) / std
+  mean: np.ndarray  # (C,) float64: x_norm = (intensity.forward(x, transform) - mean) / std
   std: np.ndarray  # (C,)
   spatial_axes: str
   channel_names: list[str] | None
   raw: RawData
+  transform: str = "none"  # data.transform
 
   @property
   def in_channels(self) -> int:
@@ -57,7 +57,7 @@ def load_raw(data_cfg: Any, seed: int, array: np.ndarray | None = None) -> RawDa
     spatial = "ZYX" if len(syn.shape) == 3 else "YX"
     return RawData([noisy], ["synthetic"], spatial, None, clean=[clean],
                    source_axes=spatial + "C")
-  group = _grouping(data_cfg)
+  group = fields.grouping(data_cfg)
   raw = load_paths(data_cfg.path, data_cfg.axes or None, group)
   if data_cfg.clean_path:
     clean_raw = load_paths(data_cfg.clean_path, data_cfg.axes or (None if group else raw.source_axes), group)
@@ -81,15 +81,6 @@ def _from_array(data: np.ndarray, axes: str, name: str) -> RawData:
   return RawData(samples, names, spatial, None, source_axes=axes)
 
 
-def _grouping(data_cfg: Any) -> dict | None:
-  """data.channel_pattern etc. (absent in older configs) -> kwargs for load_paths."""
-  pattern = data_cfg.get("channel_pattern", "")
-  if not pattern:
-    return None
-  return {"pattern": pattern, "channels": tuple(data_cfg.get("channels", ()) or ()),
-          "channel_names": tuple(data_cfg.get("channel_names", ()) or ())}
-
-
 def _read_samples(path: str, axes: str | None, group: dict | None):
   """(name, data, axes, channel_names) per file, or per field of grouped single-channel files."""
   paths = tiff_io.list_images(path)
@@ -102,19 +93,10 @@ def _read_samples(path: str, axes: str | None, group: dict | None):
       img = tiff_io.read_image(p, axes)
       yield p, img.data, img.axes, img.channel_names
     return
-  from n2v_jax import fields as fields_lib
-  found, unmatched, _ = fields_lib.group_fields(paths, group["pattern"], group["channels"])
-  if unmatched:
-    logging.warning("%d file(s) do not match data.channel_pattern and are ignored, e.g. %s",
-                    len(unmatched), unmatched[0])
-  names = list(group["channel_names"]) or None
-  if names is not None and len(names) != len(found[0].channels):
-    raise ValueError(f"data.channel_names has {len(names)} names for {len(found[0].channels)} "
-                     f"channels ({', '.join(found[0].channels)})")
+  found, names = fields.training_fields(paths, group)
   for f in found:
-    data, field_axes, _ = fields_lib.read_field(f, axes)
-    yield (os.path.join(os.path.dirname(f.paths[0]), f.key), data, field_axes,
-           names or [f"ch{c}" for c in f.channels])
+    data, field_axes, _ = fields.read_field(f, axes)
+    yield fields.field_name(f), data, field_axes, names
 
 
 def load_paths(path: str, axes: str | None, group: dict | None = None) -> RawData:
@@ -226,9 +208,11 @@ def build_dataset(data_cfg: Any, raw: RawData, patch: tuple[int, ...], seed: int
   train_images, val_images = split_validation(raw, data_cfg.val_fraction, patch, seed)
   if data_cfg.val_path:
     val_images = load_paths(data_cfg.val_path, data_cfg.axes or None).images
-  mean, std = normalization_stats(train_images, data_cfg.normalization,
-                                  tuple(data_cfg.percentiles))
-  norm = lambda im: ((im - mean) / std).astype(np.float32)
+  transform = data_cfg.get("transform", "none")
+  intensity.warn_if_negative(train_images, transform)
+  mean, std = normalization_stats([intensity.forward(im, transform) for im in train_images],
+                                  data_cfg.normalization, tuple(data_cfg.percentiles))
+  norm = lambda im: ((intensity.forward(im, transform) - mean) / std).astype(np.float32)
   max_spatial = np.max([im.shape[:-1] for im in train_images], axis=0)
   channels = train_images[0].shape[-1]
   train = np.zeros((len(train_images), *max_spatial, channels), np.float32)
@@ -238,7 +222,8 @@ def build_dataset(data_cfg: Any, raw: RawData, patch: tuple[int, ...], seed: int
   val = None
   if val_images:
     val = grid_patches([norm(im) for im in val_images], patch, data_cfg.max_val_patches)
-  return Dataset(train, sizes, val, mean, std, raw.spatial_axes, raw.channel_names, raw)
+  return Dataset(train, sizes, val, mean, std, raw.spatial_axes, raw.channel_names, raw,
+                 transform)
 
 
 def _augment(key: jax.Array, patch: jax.Array) -> jax.Array:

@@ -10,6 +10,7 @@ into fields by the rest of the name (the channel part replaced by `*`), so
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 
@@ -102,6 +103,34 @@ def group_fields(paths: list[str], pattern: str, channels=None, strict: bool = T
       continue
     fields.append(Field(key, [chans[c] for c in wanted], list(wanted)))
   return fields, unmatched, incomplete
+
+
+def grouping(data_cfg) -> dict | None:
+  """data.channel_pattern etc. (absent in older configs) -> kwargs for load_paths."""
+  pattern = data_cfg.get("channel_pattern", "")
+  if not pattern:
+    return None
+  return {"pattern": pattern, "channels": tuple(data_cfg.get("channels", ()) or ()),
+          "channel_names": tuple(data_cfg.get("channel_names", ()) or ())}
+
+
+def training_fields(paths: list[str], group: dict) -> tuple[list[Field], list[str] | None]:
+  """The fields for training (every one complete; an incomplete one is an error), and the
+  channel names. group: {'pattern', 'channels', 'channel_names'} from the data config."""
+  found, unmatched, _ = group_fields(paths, group["pattern"], group["channels"])
+  if unmatched:
+    logging.warning("%d file(s) do not match data.channel_pattern and are ignored, e.g. %s",
+                    len(unmatched), unmatched[0])
+  names = list(group["channel_names"]) or None
+  if names is not None and len(names) != len(found[0].channels):
+    raise ValueError(f"data.channel_names has {len(names)} names for {len(found[0].channels)} "
+                     f"channels ({', '.join(found[0].channels)})")
+  return found, names or [f"ch{c}" for c in found[0].channels]
+
+
+def field_name(field: Field) -> str:
+  """The field's key beside its files, e.g. 'DIR/r01c01f01p01-ch*sk1fk1fl1.tiff'."""
+  return os.path.join(os.path.dirname(field.paths[0]), field.key)
 
 
 def read_field(field: Field, axes: str | None = None) -> tuple[np.ndarray, str, list]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from n2v_jax import synthetic, tiff_io
+from n2v_jax import fields, synthetic, tiff_io
 
 
 @dataclasses.dataclass
@@ -28,6 +28,7 @@ class _File:
   path: str | None = None  # None for arrays given in memory
   read_axes: str | None = None  # what read_image was given, to decode it the same way again
   nbytes: int = -1  # file size when opened: a file changed under a run must not go unnoticed
+  field: Any = None  # fields.Field: single-channel files (`field.paths`) read as one 'C...' array
 
   @property
   def sample_axes(self) -> list[int]:
@@ -75,11 +76,13 @@ class FileStore:
     f = self.files[i]
     if f.path is None:
       return
-    try:
-      size = os.stat(f.path).st_size
-    except FileNotFoundError:
-      raise ValueError(f"{f.path}: file disappeared during training; expected {f.describe()}"
-                       ) from None
+    size = 0
+    for p in (f.field.paths if f.field is not None else [f.path]):
+      try:
+        size += os.stat(p).st_size
+      except FileNotFoundError:
+        raise ValueError(f"{p}: file disappeared during training; expected {f.describe()}"
+                         ) from None
     if size != f.nbytes:
       raise ValueError(f"{f.path}: file changed during training (now {size} bytes); "
                        f"expected {f.describe()}")
@@ -94,18 +97,22 @@ class FileStore:
         return self._cache[i]
       self.check_unchanged(i)
       try:
-        img = tiff_io.read_image(f.path, f.read_axes)
+        if f.field is not None:
+          data, axes, _ = fields.read_field(f.field, f.read_axes)
+        else:
+          img = tiff_io.read_image(f.path, f.read_axes)
+          data, axes = img.data, img.axes
       except FileNotFoundError:
         raise ValueError(f"{f.path}: file disappeared during training; expected "
                          f"{f.describe()}") from None
-      if tuple(img.data.shape) != f.shape or img.axes != f.axes:
-        raise ValueError(f"{f.path}: now has shape {tuple(img.data.shape)} (axes {img.axes}); "
+      if tuple(data.shape) != f.shape or axes != f.axes:
+        raise ValueError(f"{f.path}: now has shape {tuple(data.shape)} (axes {axes}); "
                          f"expected {f.describe()}")
       self.decoded += 1
-      self._cache[i] = img.data
+      self._cache[i] = data
       while len(self._cache) > self._cache_files:
         self._cache.popitem(last=False)
-      return img.data
+      return data
 
   def region(self, i: int, sample: int, origin: np.ndarray, size: np.ndarray) -> np.ndarray:
     """(*size, C) float32 from sample `sample` of file i, read straight from its storage."""
@@ -178,11 +185,42 @@ def _open_file(p: str, axes: str | None) -> tuple[_File, list[str] | None]:
                os.stat(p).st_size), img.channel_names
 
 
-def open_paths(store: FileStore, path: str, axes: str | None) -> LazyRaw:
-  """A TIFF/.npy or a folder of TIFFs, opened without reading pixels; checks consistency."""
+def _open_field(field: "fields.Field", axes: str | None) -> _File:
+  """A field of single-channel files as one (C, ...) file, decoded on demand (all of its
+  files at once, as fields.read_field does); only the headers are read here."""
+  first = None
+  for p in field.paths:
+    img = tiff_io.read_image(p, axes, lazy=True)
+    shape = tuple(img.data.shape)
+    if "C" in img.axes:
+      if shape[img.axes.index("C")] != 1:
+        raise ValueError(f"{p}: has {shape[img.axes.index('C')]} channels; a channel pattern "
+                         "groups single-channel files")
+      shape = shape[:img.axes.index("C")] + shape[img.axes.index("C") + 1:]
+    rest = img.axes.replace("C", "")
+    if first is None:
+      first = (p, rest, shape)
+    elif (rest, shape) != first[1:]:
+      raise ValueError(f"{p}: shape {shape} ({rest}) differs from {first[0]} {first[2]} "
+                       f"({first[1]}) in field {field.key}")
+  nbytes = sum(os.stat(p).st_size for p in field.paths)
+  return _File(fields.field_name(field), "C" + first[1], (len(field.paths), *first[2]), None,
+               field.paths[0], axes, nbytes, field)
+
+
+def open_paths(store: FileStore, path: str, axes: str | None, group: dict | None = None,
+               ) -> LazyRaw:
+  """A TIFF/.npy or a folder of TIFFs, opened without reading pixels; checks consistency.
+  group: single-channel files grouped into fields by name (as data.load_paths)."""
   files, names = [], None
-  for p in tiff_io.list_images(path):
-    f, file_names = _open_file(p, axes)
+  paths = tiff_io.list_images(path)
+  if group is not None:
+    found, group_names = fields.training_fields(paths, group)
+    opened = [(_open_field(f, axes), group_names) for f in found]
+  else:
+    opened = (_open_file(p, axes) for p in paths)
+  for f, file_names in opened:
+    p = f.name
     spatial = "ZYX" if "Z" in f.axes else "YX"
     if not files:
       names, first_spatial = file_names, spatial
@@ -199,9 +237,6 @@ def open_paths(store: FileStore, path: str, axes: str | None) -> LazyRaw:
 
 def load_raw(data_cfg: Any, seed: int, array: np.ndarray | None = None) -> LazyRaw:
   """Like data.load_raw (same sources and errors), but nothing is read yet."""
-  if data_cfg.get("channel_pattern", ""):
-    raise ValueError("data.streaming=True does not support data.channel_pattern yet; train "
-                     "in memory, or write the fields as multi-channel TIFFs first")
   store = FileStore(data_cfg.get("stream_cache_files", 8))
   if array is not None:
     if not data_cfg.axes:
@@ -221,9 +256,11 @@ def load_raw(data_cfg: Any, seed: int, array: np.ndarray | None = None) -> LazyR
     raw.clean = _index(store, [_File("synthetic", spatial + "C", clean.shape, clean)], spatial,
                        **kw)
     return raw
-  raw = open_paths(store, data_cfg.path, data_cfg.axes or None)
+  group = fields.grouping(data_cfg)
+  raw = open_paths(store, data_cfg.path, data_cfg.axes or None, group)
   if data_cfg.clean_path:
-    clean = open_paths(store, data_cfg.clean_path, data_cfg.axes or raw.source_axes)
+    clean = open_paths(store, data_cfg.clean_path,
+                       data_cfg.axes or (None if group else raw.source_axes), group)
     if clean.sizes.shape != raw.sizes.shape or (clean.sizes != raw.sizes).any() or (
         clean.channels != raw.channels):
       raise ValueError(f"data.clean_path={data_cfg.clean_path}: shapes do not match data.path "

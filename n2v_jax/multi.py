@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from n2v_jax import checkpoint, config_lib, data as data_lib, models, report, steps, train
+from n2v_jax import checkpoint, config_lib, data as data_lib, loop, models, report, steps, train
 
 VMAPPED = ("seed", "opt.learning_rate")
 
@@ -187,59 +187,45 @@ def train_many(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[
 
   num_steps, batch = config.train.num_steps, config.train.batch_size
   progress = report.Progress(start, num_steps, batch * k, config.train.progress)
-  pending, window_start, window_t0 = [], start, time.perf_counter()
-  for step in range(start + 1, num_steps + 1):
-    state, metrics = p_step(state, images, sizes, train_keys, base_lr)
-    pending.append(metrics["loss"])
-    if step == start + 1:  # keep compilation out of the throughput figure
-      jax.block_until_ready(metrics)
-      window_start, window_t0 = step, time.perf_counter()
-    log_now = step % config.train.log_every == 0 or step == num_steps
-    save_now = step % config.train.checkpoint_every == 0 or step in (num_steps, stop_after)
-    if not (log_now or save_now):
-      continue
-    step_losses = np.asarray(jax.device_get(jnp.stack(pending)))  # (steps, K)
-    bad_steps, bad_models = np.nonzero(~np.isfinite(step_losses))
-    if bad_steps.size:
-      i = int(bad_models[0])
+
+  def on_sync(state, sync: loop.Sync):
+    bad = sync.first_bad
+    if bad is not None:
+      i = bad[1][0]
       raise train.NonFiniteLossError(
-          f"non-finite training loss at step {step - len(pending) + 1 + bad_steps[0]} of the "
-          f"model in {workdirs[i]} (opt.learning_rate={lrs[i]}); lower its learning rate")
-    if log_now:
-      elapsed = time.perf_counter() - window_t0
-      lr_now = np.asarray(metrics["learning_rate"])
+          f"non-finite training loss at step {bad[0]} of the model in {workdirs[i]} "
+          f"(opt.learning_rate={lrs[i]}); lower its learning rate")
+    if sync.log:
+      lr_now = np.asarray(sync.metrics["learning_rate"])
+      patches_per_s = sync.window_steps * batch / max(sync.window_seconds, 1e-9)
       val_loss = None
-      if val is not None and (step % config.train.eval_every == 0 or step == num_steps):
+      if val is not None and sync.evaluate:
         val_loss = p_eval(state, *val)
         if config.opt.schedule == "plateau":
           state = p_plateau(state, val_loss)
         val_loss = np.asarray(val_loss)
       for i, path in enumerate(metrics_paths):
-        record = {"step": step, "train_loss": float(step_losses[:, i].mean()),
-                  "learning_rate": float(lr_now[i]),
-                  "patches_per_s": (step - window_start) * batch / max(elapsed, 1e-9),
+        record = {"step": sync.step, "train_loss": float(sync.losses[:, i].mean()),
+                  "learning_rate": float(lr_now[i]), "patches_per_s": patches_per_s,
                   "time": time.time(), "vmapped_models": k}
         if val_loss is not None:
           record["val_loss"] = float(val_loss[i])
         with open(path, "a") as f:
           f.write(json.dumps(record) + "\n")
-      progress.update(step, {"train_loss": float(step_losses.mean()),
-                             "patches_per_s": (step - window_start) * batch * k
-                             / max(elapsed, 1e-9)})
-      pending, window_start, window_t0 = [], step, time.perf_counter()
-    else:
-      pending = []
-    if save_now:
+      progress.update(sync.step, {"train_loss": float(sync.losses.mean()),
+                                  "patches_per_s": patches_per_s * k})
+    if sync.save:
       for i, m in enumerate(mngrs):
-        checkpoint.save(m, step, _unstack(state, i))
-    if step == stop_after:
-      for m in mngrs:
-        m.wait_until_finished()
-      progress.close()
-      return [{"stopped_at": step} for _ in configs]
+        checkpoint.save(m, sync.step, _unstack(state, i))
+    return state
+
+  state, stopped = loop.run(lambda s: p_step(s, images, sizes, train_keys, base_lr), state,
+                            start, config.train, stop_after, on_sync)
   for m in mngrs:
     m.wait_until_finished()
   progress.close()
+  if stopped:
+    return [{"stopped_at": stop_after} for _ in configs]
   summaries = []
   for i, (c, d, w) in enumerate(zip(configs, datasets, workdirs)):
     report.plot_losses(metrics_paths[i], os.path.join(w, "loss.png"))

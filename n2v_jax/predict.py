@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from n2v_jax import checkpoint, models, steps, tiff_io
+from n2v_jax import checkpoint, intensity, models, steps, tiff_io
 
 
 @dataclasses.dataclass
@@ -27,9 +27,13 @@ class Predictor:
   variables: Any
   meta: dict
   mean: np.ndarray  # (C,)
-  std: np.ndarray  # (C,)
+  std: np.ndarray  # (C,)  x_norm = (intensity.forward(x, transform) - mean) / std
   divisor: int
   halo: int  # pixels of context kept around each tile core (multiple of divisor)
+
+  @property
+  def transform(self) -> str:
+    return self.meta.get("transform", "none")  # absent in models older than it
 
   @property
   def in_channels(self) -> int:
@@ -191,6 +195,8 @@ def predict_image(pred: Predictor, image: np.ndarray, tile: int = 512, tta: bool
   """Denoise one raw image (*spatial, C) in data units -> float32 in data units."""
   mean, std = pred.mean.astype(np.float32), pred.std.astype(np.float32)
   x = np.array(image, dtype=np.float32)  # float32 throughout: no image-sized float64
+  if pred.transform != "none":
+    x = intensity.forward(x, pred.transform)
   x -= mean
   x /= std
   if not tta:
@@ -202,7 +208,7 @@ def predict_image(pred: Predictor, image: np.ndarray, tile: int = 512, tta: bool
     y /= 8
   y *= std
   y += mean
-  return y
+  return intensity.inverse(y, pred.transform)
 
 
 def check_input(pred: Predictor, name: str, array: np.ndarray, spatial_axes: str) -> None:

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from n2v_jax import data as data_lib
+from n2v_jax import data as data_lib, intensity
 from n2v_jax.lazy_io import LazyRaw, load_raw, open_paths  # load_raw: as data.load_raw
 
 __all__ = ["LazyRaw", "load_raw", "build_dataset", "PatchSampler", "Prefetcher"]
@@ -84,9 +84,12 @@ def split_views(raw: LazyRaw, val_fraction: float, patch: tuple[int, ...], seed:
 
 
 def _draw(rng: np.random.Generator, cdf: np.ndarray, views: Views, patch: tuple[int, ...],
-          n: int) -> tuple[np.ndarray, np.ndarray]:
-  """n (view, corner) pairs; views in proportion to their patch positions (cdf)."""
-  v = np.minimum(np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right"), len(cdf) - 1)
+          n: int, per_view: int = 1) -> tuple[np.ndarray, np.ndarray]:
+  """n (view, corner) pairs; views in proportion to their patch positions (cdf), each view
+  drawn giving `per_view` patches (consecutive)."""
+  u = rng.random(-(-n // per_view))
+  v = np.minimum(np.searchsorted(cdf, u * cdf[-1], side="right"), len(cdf) - 1)
+  v = np.repeat(v, per_view)[:n]
   return v, rng.integers(0, views.size[v] - np.asarray(patch) + 1)
 
 
@@ -96,7 +99,8 @@ def _positions_cdf(views: Views, patch: tuple[int, ...]) -> np.ndarray:
 
 def normalization(views: Views, patch: tuple[int, ...], kind: str,
                   percentiles: tuple[float, float], seed: int,
-                  max_pixels: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  max_pixels: int | None = None, transform: str = "none",
+                  ) -> tuple[np.ndarray, np.ndarray]:
   """data.normalization_stats on every training pixel if they are few, else on a seeded
   random sample of max_pixels // prod(patch) training patches (max_pixels: STATS_PIXELS)."""
   max_pixels = STATS_PIXELS if max_pixels is None else max_pixels
@@ -109,15 +113,17 @@ def normalization(views: Views, patch: tuple[int, ...], kind: str,
     parts = [views.read(v[b], corners[b], patch)  # file by file: each decoded once at most
              for b in np.argsort(views.files(v), kind="stable")]
   views.raw.store.release(views.raw.file_idx)
-  return data_lib.normalization_stats(parts, kind, percentiles)
+  intensity.warn_if_negative(parts, transform)
+  return data_lib.normalization_stats([intensity.forward(p, transform) for p in parts], kind,
+                                      percentiles)
 
 
-def _normalize(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-  return ((x - mean) / std).astype(np.float32)  # float64 arithmetic, as data.build_dataset
+def _normalize(x: np.ndarray, mean: np.ndarray, std: np.ndarray, transform: str) -> np.ndarray:
+  return ((intensity.forward(x, transform) - mean) / std).astype(np.float32)  # float64 arithmetic, as data.build_dataset
 
 
 def grid_patches(views: Views, patch: tuple[int, ...], max_patches: int, mean: np.ndarray,
-                 std: np.ndarray) -> np.ndarray:
+                 std: np.ndarray, transform: str = "none") -> np.ndarray:
   """data.grid_patches (same patches, same order), reading only the patches kept."""
   p = np.asarray(patch)
   grid = (views.size - p) // p + 1  # grid positions per axis, per view
@@ -131,7 +137,7 @@ def grid_patches(views: Views, patch: tuple[int, ...], max_patches: int, mean: n
   for k in pick:
     v = int(np.searchsorted(ends, k, side="right"))
     corner = np.array(np.unravel_index(k - (ends[v] - counts[v]), grid[v])) * p
-    out.append(_normalize(views.read(v, corner, patch), mean, std))
+    out.append(_normalize(views.read(v, corner, patch), mean, std, transform))
   views.raw.store.release(views.raw.file_idx)
   return np.stack(out)
 
@@ -146,16 +152,21 @@ class PatchSampler:
   """The batch for step s from (seed, s) alone: a resumed run draws the same patches."""
 
   def __init__(self, views: Views, patch: tuple[int, ...], batch_size: int, augment: bool,
-               seed: int, mean: np.ndarray, std: np.ndarray):
+               seed: int, mean: np.ndarray, std: np.ndarray, transform: str = "none",
+               per_image: int = 1):
     self.views, self.patch, self.batch_size, self.seed = views, tuple(patch), batch_size, seed
     self.augment = augment and patch[-1] == patch[-2]  # as on device: square patches only
-    self.mean, self.std = mean, std
+    self.mean, self.std, self.transform = mean, std, transform
+    if not isinstance(per_image, int) or not 1 <= per_image <= batch_size:
+      raise ValueError(f"config.data.stream_patches_per_image={per_image!r}: expected an integer "
+                       f"from 1 to train.batch_size ({batch_size})")
+    self.per_image = per_image
     self._cdf = _positions_cdf(views, self.patch)
 
   def draw(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(view index (B,), corner in the view (B, ndim), symmetry 0..7 (B,)) for `step`."""
     rng = np.random.default_rng([self.seed, _BATCH_STREAM, step])
-    v, corners = _draw(rng, self._cdf, self.views, self.patch, self.batch_size)
+    v, corners = _draw(rng, self._cdf, self.views, self.patch, self.batch_size, self.per_image)
     return v, corners, rng.integers(0, 8, self.batch_size)
 
   def batch(self, step: int) -> np.ndarray:
@@ -166,7 +177,8 @@ class PatchSampler:
       self.views.raw.store.check_unchanged(int(f))
     out = np.empty((self.batch_size, *self.patch, self.views.raw.channels), np.float32)
     for b in np.argsort(files, kind="stable"):
-      x = _normalize(self.views.read(v[b], corners[b], self.patch), self.mean, self.std)
+      x = _normalize(self.views.read(v[b], corners[b], self.patch), self.mean, self.std,
+                     self.transform)
       out[b] = _symmetry(x, int(sym[b])) if self.augment else x
     self.views.raw.store.release(files)
     return out
@@ -226,6 +238,7 @@ class StreamDataset:
   mean: np.ndarray
   std: np.ndarray
   raw: LazyRaw
+  transform: str = "none"  # data.transform, applied before mean/std
 
   @property
   def in_channels(self) -> int:
@@ -239,8 +252,10 @@ class StreamDataset:
   def channel_names(self) -> list[str] | None:
     return self.raw.channel_names
 
-  def sampler(self, batch_size: int, augment: bool, seed: int) -> PatchSampler:
-    return PatchSampler(self.train, self.patch, batch_size, augment, seed, self.mean, self.std)
+  def sampler(self, batch_size: int, augment: bool, seed: int,
+              per_image: int = 1) -> PatchSampler:
+    return PatchSampler(self.train, self.patch, batch_size, augment, seed, self.mean, self.std,
+                        self.transform, per_image)
 
   def evaluation_data(self) -> Any:
     """For report.final_evaluation: at most the first training sample, with ground truth."""
@@ -278,9 +293,10 @@ def build_dataset(data_cfg: Any, raw: LazyRaw, patch: tuple[int, ...],
                        f"{val_raw.spatial_axes}; expected {raw.channels}, {raw.spatial_axes} "
                        "as data.path")
     val = Views.whole(val_raw)
+  transform = data_cfg.get("transform", "none")
   mean, std = normalization(train, patch, data_cfg.normalization, tuple(data_cfg.percentiles),
-                            seed)
+                            seed, transform=transform)
   val_inputs = None
   if val is not None:
-    val_inputs = grid_patches(val, patch, data_cfg.max_val_patches, mean, std)
-  return StreamDataset(train, tuple(patch), val_inputs, mean, std, raw)
+    val_inputs = grid_patches(val, patch, data_cfg.max_val_patches, mean, std, transform)
+  return StreamDataset(train, tuple(patch), val_inputs, mean, std, raw, transform)

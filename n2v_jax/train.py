@@ -6,18 +6,17 @@ and ends with the same parameters as an uninterrupted run.
 
 import functools
 import json
-import logging
 import os
 import sys
 import time
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from n2v_jax import checkpoint, config_lib, data as data_lib, models, report, runtime, steps
+from n2v_jax import checkpoint, config_lib, data as data_lib, loop, models, report, runtime
+from n2v_jax import steps
 from n2v_jax import streaming
 
 
@@ -67,6 +66,7 @@ def model_metadata(config, dataset: data_lib.Dataset, patch) -> dict:
       "mean": dataset.mean.tolist(),
       "std": dataset.std.tolist(),
       "normalization": config.data.normalization,
+      "transform": dataset.transform,
       "patch_shape": list(patch),
       "train_axes": dataset.raw.source_axes,
       "augment": bool(config.data.augment and patch[-1] == patch[-2]),
@@ -170,7 +170,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                      num_steps=config.train.num_steps, batch_sharding=batch_sharding)
   if stream:  # patches read on the host by a background thread, one batch per step
     batches = streaming.Prefetcher(
-        dataset.sampler(config.train.batch_size, config.data.augment, config.seed).batch,
+        dataset.sampler(config.train.batch_size, config.data.augment, config.seed,
+                        config.data.get("stream_patches_per_image", 1)).batch,
         start, config.train.num_steps)
     to_device = ((lambda b: jax.device_put(b, batch_sharding)) if batch_sharding is not None
                  else (lambda b: b))
@@ -193,59 +194,46 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   num_steps = config.train.num_steps
   progress = report.Progress(start, num_steps, config.train.batch_size,
                              config.train.progress and primary)
-  pending, window_start, window_t0 = [], start, time.perf_counter()
-  # Inputs in place before the first step, so its time is the step's own (with the opt-in
-  # CPU device split this did not prevent XLA's all-reduce abort: n2v_jax/runtime.py).
-  jax.block_until_ready((state, images, sizes) if not stream else state)
-  for step in range(start + 1, num_steps + 1):
-    state, metrics = run_step(state)
-    pending.append(metrics["loss"])
-    if step == start + 1:  # keep compilation out of the throughput figure
-      jax.block_until_ready(metrics)
-      window_start, window_t0 = step, time.perf_counter()
-    log_now = step % config.train.log_every == 0 or step == num_steps
-    save_now = step % config.train.checkpoint_every == 0 or step in (num_steps, stop_after)
-    if not (log_now or save_now):
-      continue
-    step_losses = np.asarray(jax.device_get(jnp.stack(pending)))  # the only host sync
-    bad = np.flatnonzero(~np.isfinite(step_losses))
-    if bad.size:
+
+  def on_sync(state, sync: loop.Sync):
+    bad = sync.first_bad
+    if bad is not None:
       mngr.wait_until_finished()
       last = mngr.latest_step()
       kept = (f"the last good checkpoint (step {last}) is kept in {workdir}" if last is not None
               else "no checkpoint had been saved yet")
-      raise NonFiniteLossError(f"non-finite training loss at step "
-                               f"{step - len(pending) + 1 + bad[0]}; {kept}. Lower "
+      raise NonFiniteLossError(f"non-finite training loss at step {bad[0]}; {kept}. Lower "
                                "opt.learning_rate or check the data")
-    if log_now:
-      elapsed = time.perf_counter() - window_t0
-      record = {"step": step, "train_loss": float(step_losses.mean()),
-                "learning_rate": float(metrics["learning_rate"]),
-                "patches_per_s": (step - window_start) * config.train.batch_size / max(elapsed, 1e-9),
+    if sync.log:
+      record = {"step": sync.step, "train_loss": float(sync.losses.mean()),
+                "learning_rate": float(sync.metrics["learning_rate"]),
+                "patches_per_s": sync.window_steps * config.train.batch_size
+                                 / max(sync.window_seconds, 1e-9),
                 "time": time.time()}
-      if val is not None and (step % config.train.eval_every == 0 or step == num_steps):
+      if val is not None and sync.evaluate:
         val_loss = p_eval(state, *val)
         record["val_loss"] = float(val_loss)
         if config.opt.schedule == "plateau":
           state = p_plateau(state, val_loss)
       with open(metrics_path if primary else os.devnull, "a") as f:
         f.write(json.dumps(record) + "\n")
-      progress.update(step, record)
-      pending, window_start, window_t0 = [], step, time.perf_counter()
-    else:
-      pending = []
-    if save_now or step == stop_after:
-      checkpoint.save(mngr, step, state)
-    if step == stop_after:
-      mngr.wait_until_finished()
-      progress.close()
-      if stream:
-        batches.close()
-      return {"stopped_at": step}
+      progress.update(sync.step, record)
+    if sync.save:
+      checkpoint.save(mngr, sync.step, state)
+    return state
+
+  # Inputs in place before the first step, so its time is the step's own (with the opt-in
+  # CPU device split this did not prevent XLA's all-reduce abort: n2v_jax/runtime.py).
+  jax.block_until_ready((state, images, sizes) if not stream else state)
+  try:
+    state, stopped = loop.run(run_step, state, start, config.train, stop_after, on_sync)
+  finally:
+    if stream:
+      batches.close()
   mngr.wait_until_finished()
   progress.close()
-  if stream:
-    batches.close()
+  if stopped:
+    return {"stopped_at": stop_after}
   if jax.process_count() > 1:
     # The final denoising restores the checkpoint through orbax, which would wait for the
     # other processes: a multi-host run ends here; denoise with n2v_jax.predict afterwards.

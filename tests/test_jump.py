@@ -30,7 +30,8 @@ def _shrink(config, **overrides):
 def test_jump_config_is_valid(source):
   config = jump.get_config(source)
   config_lib.validate(config)
-  assert config.data.normalization == "percentile"
+  assert config.data.normalization == "percentile" and config.data.transform == "anscombe"
+  assert config.model.n2v2 and config.mask.strategy == "median"
   assert config.mask.channel_mode == "independent" and not config.model.independent_channels
   if source == "orig":
     assert config.data.channel_pattern == "phenix" and list(config.data.channels) == [5, 3, 2]
@@ -56,9 +57,11 @@ def test_train_on_folder_of_hyperstacks_shared_masks_independent_channels(tmp_pa
   meta = json.load(open(tmp_path / "w" / "model.json"))
   assert meta["normalization"] == "percentile" and meta["channel_names"] == ["DNA", "ER", "RNA", "Mito"]
   assert meta["model"]["independent_channels"] is True
-  # percentile normalization: mean = 1st percentile, std = 99th - 1st (robust to the
-  # saturated corner); the constant channel gets std 1 instead of a division by zero
-  assert meta["std"][3] == 1.0 and meta["mean"][3] == 150.0
+  # percentile normalization of the Anscombe-transformed counts: mean = 1st percentile,
+  # std = 99th - 1st (robust to the saturated corner); the constant channel gets std 1
+  # instead of a division by zero
+  assert meta["transform"] == "anscombe"
+  assert meta["std"][3] == 1.0 and meta["mean"][3] == pytest.approx(2 * np.sqrt(150.375))
   assert meta["std"][0] < 2000 and all(np.isfinite(meta["mean"]))
   rows = [json.loads(l) for l in open(tmp_path / "w" / "metrics.jsonl")]
   assert all(np.isfinite(r["train_loss"]) for r in rows)

@@ -236,7 +236,7 @@ def test_file_that_disappears_or_changes(tmp_path):
     (lambda d: write_tiff(d / "t.tif", noisy_stack(0, (3, 12, 40)), "TYX"), {},
      r"t.tif\[0\]: image \(12, 40\) \(YX\) is smaller than data.patch_shape \(16, 16\)"),
     (lambda d: write_tiff(d / "t.tif", noisy_stack(0, (32, 32)), "YX"),
-     {"data.channel_pattern": "phenix"}, "does not support data.channel_pattern"),
+     {"data.channel_pattern": "phenix"}, "no file name matches the channel pattern"),
     (lambda d: write_tiff(d / "t.tif", noisy_stack(0, (32, 32)), "YX"),
      {"data.stream_cache_files": 0}, "stream_cache_files=0"),
 ])
@@ -265,3 +265,74 @@ def test_numpy_array_streams_like_a_file(tmp_path):
   assert ds.raw.name(1) == "the NumPy array[1]"
   with pytest.raises(ValueError, match="set data.axes"):
     streaming.load_raw(tiny_config(**{"data.streaming": True}).data, 0, array=stack)
+
+
+def _phenix_plate(folder, fields=2, channels=(2, 5), shape=(40, 48)):
+  """Single-channel Phenix-named files; channel 2 LZW-compressed, channel 5 plain."""
+  folder.mkdir()
+  written = {}
+  for f in range(1, fields + 1):
+    for ch in channels:
+      name = f"r01c01f{f:02d}p01-ch{ch}sk1fk1fl1.tiff"
+      data = noisy_stack(10 * f + ch, shape, np.uint16)
+      tifffile.imwrite(folder / name, data, compression="lzw" if ch == 2 else None)
+      written[(f, ch)] = data
+  return written
+
+
+def test_grouped_channel_files_stream_like_in_memory(tmp_path):
+  written = _phenix_plate(tmp_path / "plate", fields=3)
+  group = {"data.channel_pattern": "phenix", "data.channels": (5, 2),
+           "data.channel_names": ("DNA", "AGP"), "data.stream_cache_files": 1}
+  ds, config = _dataset(tmp_path / "plate", **group)
+  ref_config = tiny_config(**{"data.path": str(tmp_path / "plate"), **group})
+  ref = data_lib.build_dataset(ref_config.data, data_lib.load_raw(ref_config.data, 0), (16, 16), 0)
+  assert ds.channel_names == ["DNA", "AGP"] and ds.in_channels == 2 and len(ds.raw) == 3
+  assert ds.raw.name(0).endswith("r01c01f01p01-ch*sk1fk1fl1.tiff")
+  assert all(f.data is None for f in ds.raw.store.files)  # decoded on demand, per field
+  np.testing.assert_allclose(ds.mean, ref.mean, rtol=1e-12)  # few pixels: all of them
+  np.testing.assert_allclose(ds.std, ref.std, rtol=1e-12)
+  np.testing.assert_array_equal(ds.val_inputs, ref.val_inputs)
+  full = np.stack([np.stack([written[(f, 5)], written[(f, 2)]], -1) for f in (1, 2, 3)])
+  sampler = ds.sampler(8, True, seed=0)
+  for step in range(4):
+    np.testing.assert_array_equal(sampler.batch(step), _expected(ds, sampler, step, full))
+  assert len(ds.raw.store._cache) == 1  # the LRU holds one field (both its files)
+
+  os.remove(tmp_path / "plate" / "r01c01f02p01-ch2sk1fk1fl1.tiff")
+  with pytest.raises(ValueError, match=r"ch2sk1fk1fl1.tiff: file disappeared during training"):
+    for step in range(4, 40):
+      sampler.batch(step)
+  with pytest.raises(ValueError, match=r"field r01c01f02p01-ch\*sk1fk1fl1.tiff: channel\(s\) 2 "
+                     "missing"):
+    _dataset(tmp_path / "plate", **group)
+
+
+def test_train_streams_grouped_fields(tmp_path):
+  _phenix_plate(tmp_path / "plate")
+  config = tiny_config(**{"data.path": str(tmp_path / "plate"), "data.streaming": True,
+                          "data.channel_pattern": "phenix", "data.patch_shape": (16, 16),
+                          "data.val_fraction": 0.0, "train.num_steps": 2})
+  train.train_and_evaluate(config, str(tmp_path / "w"))
+  meta = predict.load_predictor(str(tmp_path / "w")).meta
+  assert meta["channel_names"] == ["ch2", "ch5"] and meta["in_channels"] == 2
+
+
+def test_several_patches_per_image_decode_fewer_files(tmp_path):
+  folder = tmp_path / "lzw"
+  folder.mkdir()
+  stacks = [noisy_stack(i, (32, 40), np.uint16)[None] for i in range(6)]
+  for i, s in enumerate(stacks):
+    tifffile.imwrite(folder / f"{i}.tif", s[0], compression="lzw")
+  ds, _ = _dataset(folder, **{"data.val_fraction": 0.0})
+  full = np.concatenate(stacks)[..., None]
+  one, four = ds.sampler(8, True, 0), ds.sampler(8, True, 0, per_image=4)
+  np.testing.assert_array_equal(one.draw(3)[0], ds.sampler(8, True, 0, per_image=1).draw(3)[0])
+  for step in range(5):
+    v = four.draw(step)[0]
+    assert (v[:4] == v[0]).all() and (v[4:] == v[4]).all()  # 2 images, 4 patches each
+    np.testing.assert_array_equal(four.batch(step), _expected(ds, four, step, full))
+  assert len({int(x) for s in range(20) for x in four.draw(s)[0]}) == 6  # all images used
+  with pytest.raises(ValueError, match="stream_patches_per_image=9: expected an integer from 1 "
+                     r"to train.batch_size \(8\)"):
+    ds.sampler(8, True, 0, per_image=9)

@@ -2,12 +2,17 @@
 
     .venv/bin/python experiments/streaming/measure_memory.py --tmpdir /tmp/n2v_stream
     .venv/bin/python experiments/streaming/measure_memory.py --tmpdir D --sizes 0.25,1 --steps 20
+    .venv/bin/python experiments/streaming/measure_memory.py --tmpdir D --plate --sizes 1,4
 
 For each size it writes an uncompressed uint16 SYX TIFF stack of 512x512 frames into
 --tmpdir (one file at a time; deleted before the next), trains a few dozen streaming steps
 on it in a fresh subprocess and prints one JSON line: data size, peak resident memory
 (ru_maxrss and VmHWM) and, at the end, anonymous vs file-backed resident memory. The
 smallest size is also trained in memory (data.streaming=False) for comparison.
+
+--plate: instead, a folder of Phenix-named single-channel LZW TIFFs (3 channels of
+1080x1080 uint16 per field, as JUMP's raw files), trained with data.channel_pattern=phenix;
+the size is the decoded (uncompressed) size.
 """
 
 import argparse
@@ -21,6 +26,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FRAME = 512  # frame edge (pixels): 0.5 MiB per uint16 frame
+PLATE_FIELD = 1080  # --plate: JUMP field edge; 3 channels = 6.7 MiB decoded per field
 
 
 def _status_mib() -> dict:
@@ -45,6 +51,9 @@ def child(args) -> None:
   config = default.get_config()
   config.data.path = args.path
   config.data.streaming = args.mode == "streaming"
+  if args.plate:
+    config.data.channel_pattern = "phenix"
+  config.data.stream_patches_per_image = args.patches_per_image
   config.data.patch_shape = (64, 64)
   config.train.num_steps = args.steps
   config.train.batch_size = 16
@@ -58,9 +67,12 @@ def child(args) -> None:
     train.train_and_evaluate(config, workdir)
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
       last = [json.loads(l) for l in f][-1]
-  record = {"mode": args.mode, "data_gib": round(os.path.getsize(args.path) / 2**30, 3),
-            "frames": args.frames, "steps": args.steps, "seconds": round(time.perf_counter() - t0, 1),
+  size = (args.frames * 3 * PLATE_FIELD**2 * 2 if args.plate else os.path.getsize(args.path))
+  record = {"mode": args.mode, "data_gib": round(size / 2**30, 3),
+            ("fields" if args.plate else "frames"): args.frames, "steps": args.steps,
+            "seconds": round(time.perf_counter() - t0, 1),
             "patches_per_s": round(last["patches_per_s"], 1),
+            "patches_per_image": args.patches_per_image,
             "ru_maxrss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             **_status_mib()}
   print(json.dumps(record), flush=True)
@@ -82,12 +94,33 @@ def write_stack(path: str, frames: int, seed: int = 0) -> None:
                    metadata={"axes": "SYX"}, photometric="minisblack")
 
 
+def write_plate(folder: str, fields: int, seed: int = 0) -> None:
+  """Phenix per-channel files (channels 2, 3, 5), LZW-compressed as the instrument writes."""
+  import numpy as np
+  import tifffile
+  os.makedirs(folder)
+  yy, xx = np.mgrid[:PLATE_FIELD, :PLATE_FIELD] / PLATE_FIELD
+  base = (1000 + 800 * np.sin(9 * xx) * np.cos(7 * yy)).astype(np.float32)
+  rng = np.random.default_rng(seed)
+  for f in range(fields):
+    for ch in (2, 3, 5):
+      noise = rng.integers(0, 400, base.shape, dtype=np.uint16)
+      name = f"r{f // 9 + 1:02d}c01f{f % 9 + 1:02d}p01-ch{ch}sk1fk1fl1.tiff"
+      tifffile.imwrite(os.path.join(folder, name),
+                       (np.roll(base, 13 * f + ch, axis=1) + noise).astype(np.uint16),
+                       compression="lzw")
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--tmpdir", required=False, help="folder for the generated stacks")
   parser.add_argument("--sizes", default="0.5,2,6", help="data sizes in GiB, comma-separated")
   parser.add_argument("--steps", type=int, default=40)
   parser.add_argument("--no-in-memory", action="store_true", help="skip the in-memory run")
+  parser.add_argument("--patches-per-image", type=int, default=1,
+                      help="data.stream_patches_per_image")
+  parser.add_argument("--plate", action="store_true",
+                      help="a folder of LZW per-channel Phenix files instead of one stack")
   parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
   parser.add_argument("--mode", default="streaming", help=argparse.SUPPRESS)
   parser.add_argument("--path", help=argparse.SUPPRESS)
@@ -100,7 +133,7 @@ def main() -> None:
     parser.error("--tmpdir is required (a folder with room for the largest size)")
   sizes = sorted(float(s) for s in args.sizes.split(","))
   os.makedirs(args.tmpdir, exist_ok=True)
-  frame_bytes = FRAME * FRAME * 2
+  frame_bytes = 3 * PLATE_FIELD**2 * 2 if args.plate else FRAME * FRAME * 2
   need = max(sizes) * 2**30 + 2**30  # one stack at a time, plus room for the workdir
   free = shutil.disk_usage(args.tmpdir).free
   if free < need:
@@ -109,17 +142,26 @@ def main() -> None:
   env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
   for size in sizes:
     frames = max(2, round(size * 2**30 / frame_bytes))
-    path = os.path.join(args.tmpdir, f"stack_{frames}.tif")
     t0 = time.perf_counter()
-    write_stack(path, frames)
-    print(f"# wrote {path} ({os.path.getsize(path) / 2**30:.2f} GiB) in "
+    if args.plate:
+      path = os.path.join(args.tmpdir, f"plate_{frames}")
+      write_plate(path, frames)
+      stored = sum(os.path.getsize(os.path.join(path, n)) for n in os.listdir(path))
+    else:
+      path = os.path.join(args.tmpdir, f"stack_{frames}.tif")
+      write_stack(path, frames)
+      stored = os.path.getsize(path)
+    print(f"# wrote {path} ({stored / 2**30:.2f} GiB on disk) in "
           f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     modes = ["streaming"] + ([] if args.no_in_memory or size != sizes[0] else ["in_memory"])
     try:
       for mode in modes:
         r = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", "--mode", mode,
                             "--path", path, "--frames", str(frames), "--steps", str(args.steps),
-                            "--workroot", args.tmpdir], cwd=REPO, env=env, text=True,
+                            "--workroot", args.tmpdir,
+                            "--patches-per-image", str(args.patches_per_image)]
+                           + (["--plate"] if args.plate else []),
+                           cwd=REPO, env=env, text=True,
                            capture_output=True)
         lines = [l for l in r.stdout.splitlines() if l.startswith("{")]
         if r.returncode or not lines:
@@ -128,7 +170,7 @@ def main() -> None:
           continue
         print(lines[-1], flush=True)
     finally:
-      os.remove(path)
+      shutil.rmtree(path) if args.plate else os.remove(path)
 
 
 if __name__ == "__main__":
