@@ -36,7 +36,12 @@ def _get(config: ml_collections.ConfigDict, dotted: str) -> Any:
 
 def validate(config: ml_collections.ConfigDict) -> None:
   for field, choices in _CHOICES.items():
-    value = _get(config, field)
+    try:
+      value = _get(config, field)
+    except (KeyError, AttributeError):
+      if field not in ADDED_FIELDS:
+        raise
+      value = ADDED_FIELDS[field]  # a config written before the field existed
     if value not in choices:
       raise ValueError(f"config.{field}={value!r}: expected one of {', '.join(choices)}")
   positive = ("train.num_steps", "train.batch_size", "train.log_every", "train.eval_every",
