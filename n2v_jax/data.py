@@ -210,9 +210,12 @@ def build_dataset(data_cfg: Any, raw: RawData, patch: tuple[int, ...], seed: int
     val_images = load_paths(data_cfg.val_path, data_cfg.axes or None).images
   transform = data_cfg.get("transform", "none")
   intensity.warn_if_negative(train_images, transform)
-  mean, std = normalization_stats([intensity.forward(im, transform) for im in train_images],
-                                  data_cfg.normalization, tuple(data_cfg.percentiles))
-  norm = lambda im: ((intensity.forward(im, transform) - mean) / std).astype(np.float32)
+  # Transformed once ('none': the same arrays, no copy), for the statistics and the data.
+  train_images = [intensity.forward(im, transform) for im in train_images]
+  val_images = [intensity.forward(im, transform) for im in val_images]
+  mean, std = normalization_stats(train_images, data_cfg.normalization,
+                                  tuple(data_cfg.percentiles))
+  norm = lambda im: ((im - mean) / std).astype(np.float32)
   max_spatial = np.max([im.shape[:-1] for im in train_images], axis=0)
   channels = train_images[0].shape[-1]
   train = np.zeros((len(train_images), *max_spatial, channels), np.float32)
