@@ -69,30 +69,42 @@ def receptive_field_radius(model_cfg: Any) -> int:
   return int(math.ceil(extent / div) * div)
 
 
-def _binomial_kernel(ndim: int) -> np.ndarray:
-  """Separable [1, 2, 1] binomial blur, normalized, shape (3,) * ndim."""
-  k1 = np.array([1.0, 2.0, 1.0])
-  k = k1
-  for _ in range(ndim - 1):
-    k = np.multiply.outer(k, k1)
-  return k / k.sum()
+# Pooling is written with slices instead of nn.max_pool / a depthwise convolution: the
+# same values (up to float rounding of the blur), but XLA:CPU's reduce_window gradient
+# (select_and_scatter) and its depthwise convolution are slow. Measured on 2 CPU cores,
+# U-Net fwd+bwd at batch 16: N2V2 45.6 -> 88.8 patches/s, N2V 74 -> 81
+# (experiments/benchmark/README.md). Gradients at exact ties of the max (in practice
+# only ReLU zeros, whose gradient is zero anyway) are shared instead of given to one.
+
+def _max_pool2(x: jax.Array) -> jax.Array:
+  """2x2(x2) max-pool, stride 2, on (B, *spatial, C) with even spatial sizes."""
+  shape = [x.shape[0]]
+  for s in x.shape[1:-1]:
+    shape += [s // 2, 2]
+  return x.reshape(*shape, x.shape[-1]).max(axis=tuple(range(2, 2 * (x.ndim - 2) + 1, 2)))
+
+
+def _blur2_axis(x: jax.Array, axis: int) -> jax.Array:
+  """[1, 2, 1] / 4 blur along `axis`, zero padding 1, stride 2: size n -> (n + 1) // 2."""
+  pad = [(0, 0)] * x.ndim
+  pad[axis] = (1, 1)
+  xp = jnp.pad(x, pad)
+  m = (x.shape[axis] + 1) // 2
+  taps = [jax.lax.slice_in_dim(xp, k, 2 * m - 1 + k, 2, axis) for k in range(3)]
+  return 0.25 * taps[0] + 0.5 * taps[1] + 0.25 * taps[2]
 
 
 def max_blur_pool(x: jax.Array) -> jax.Array:
   """N2V2 / CAREamics MaxBlurPool on (B, *spatial, C): max-pool window 2 stride 1
   (no padding), then a depthwise binomial [1,2,1] blur with zero padding 1 and stride 2.
   Halves every (even) spatial size."""
-  ndim = x.ndim - 2
-  x = nn.max_pool(x, (2,) * ndim, strides=(1,) * ndim, padding="VALID")
-  channels = x.shape[-1]
-  kernel = jnp.asarray(_binomial_kernel(ndim), dtype=x.dtype)
-  kernel = jnp.broadcast_to(kernel[..., None, None], (3,) * ndim + (1, channels))
-  spatial = "DHW"[-ndim:]
-  dn = jax.lax.conv_dimension_numbers(
-      x.shape, kernel.shape, ("N" + spatial + "C", spatial + "IO", "N" + spatial + "C"))
-  return jax.lax.conv_general_dilated(
-      x, kernel, window_strides=(2,) * ndim, padding=[(1, 1)] * ndim,
-      dimension_numbers=dn, feature_group_count=channels)
+  for axis in range(1, x.ndim - 1):  # the 2-window max is separable, like the blur
+    n = x.shape[axis]
+    x = jnp.maximum(jax.lax.slice_in_dim(x, 0, n - 1, axis=axis),
+                    jax.lax.slice_in_dim(x, 1, n, axis=axis))
+  for axis in range(1, x.ndim - 1):
+    x = _blur2_axis(x, axis)
+  return x
 
 
 def _upsample_nearest(x: jax.Array) -> jax.Array:
@@ -123,6 +135,7 @@ def _upsample_bilinear(x: jax.Array) -> jax.Array:
 # which its runtime runs side by side (experiments/benchmark/README.md has the figures).
 # Same weights, same result up to float rounding (BatchNorm still sees the whole batch).
 AUTO_BATCH_CHUNKS_CPU = 8
+BATCH_NORM_EPSILON = 1e-5
 
 
 def chunked_conv(conv: nn.Module, x: jax.Array, chunks: int) -> jax.Array:
@@ -200,7 +213,8 @@ class UNet(nn.Module):
       # Without BatchNorm, apply_model slices the whole network instead (faster still).
       x = chunked_conv(conv, x, self.batch_chunks if self.batch_norm else 1)
       if self.batch_norm:
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                         epsilon=BATCH_NORM_EPSILON,
                          dtype=self.dtype, param_dtype=jnp.float32,
                          name=f"{name}_bn{i}")(x)
       x = nn.relu(x)
@@ -239,7 +253,7 @@ class UNet(nn.Module):
       if self.n2v2:
         h = max_blur_pool(h)
       else:
-        h = nn.max_pool(h, (2,) * nd, strides=(2,) * nd, padding="VALID")
+        h = _max_pool2(h)
     half = lambda level: self.features * 2 ** max(level - 1, 0)
     h = self._block(h, (self.features * 2**self.depth, half(self.depth)), groups, "bottom",
                     train)
@@ -255,6 +269,23 @@ class UNet(nn.Module):
     if self.residual:
       out = out + x_in
     return out
+
+
+def fold_batch_norm(model: UNet, variables: Any) -> tuple[UNet, dict]:
+  """The inference form of a batch-norm U-Net: each BatchNorm (running statistics and
+  affine) folded into the convolution in front of it, and the network without batch norm,
+  so `apply_model` runs it as independent batch slices. Same output up to float rounding;
+  prediction on 2 CPU cores went from 0.57 to 0.7 MPix/s (experiments/benchmark/README.md).
+  A model without batch norm is returned as it is."""
+  if not model.batch_norm:
+    return model, variables
+  params = {k: dict(v) for k, v in variables["params"].items()}
+  for bn_name, stats in variables["batch_stats"].items():
+    bn, conv = params.pop(bn_name), params[bn_name.replace("_bn", "_conv")]
+    gain = bn["scale"] * jax.lax.rsqrt(stats["var"] + BATCH_NORM_EPSILON)
+    conv["kernel"] = conv["kernel"] * gain  # output features are the kernel's last axis
+    conv["bias"] = (conv["bias"] - stats["mean"]) * gain + bn["bias"]
+  return model.clone(batch_norm=False), {"params": params}
 
 
 def make_model(model_cfg: Any, in_channels: int, ndim: int | None = None) -> UNet:

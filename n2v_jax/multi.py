@@ -1,9 +1,13 @@
 """K models in ONE compiled program: `jax.vmap` of `steps.train_step` over models.
 
-The models may differ only in `seed` and `opt.learning_rate` (the fields in `VMAPPED`).
-Everything static about a step (shapes, the U-Net, the masking: `mask.perc_pix` sets the
-static number of blind spots) must be equal, so points that differ in `mask.perc_pix`,
-a strategy or the architecture are separate programs (`n2v_jax.sweep` groups them).
+The models may differ in `seed` and `opt.learning_rate` (the fields in `VMAPPED`: traced,
+one value per model) and in every masking setting (`mask.*`: perc_pix, strategy, radius,
+channel_mode, struct_mask). Masking settings are static (`mask.perc_pix` sets the number
+of blind spots, so the shapes), so each model's batch is masked by its own copy of the
+masking code inside the program, and only the network step is vmapped; the masked batch
+is an image-shaped array whatever the settings. Everything else (shapes, the U-Net, the
+optimizer, the data) must be equal: points that differ there are separate programs
+(`n2v_jax.sweep` groups them).
 
 Per model the program carries its own train state (parameters, batch statistics, Adam
 state, plateau state), its own keys (from its seed, exactly as `n2v_jax.train` derives
@@ -29,11 +33,16 @@ import numpy as np
 from n2v_jax import checkpoint, config_lib, data as data_lib, loop, models, report, steps, train
 
 VMAPPED = ("seed", "opt.learning_rate")
+PER_MODEL_GROUPS = ("mask",)  # config groups each model may set on its own (static)
+
+
+def _per_model(key: str) -> bool:
+  return key in VMAPPED or key.split(".")[0] in PER_MODEL_GROUPS
 
 
 def _static_part(config: ml_collections.ConfigDict) -> dict:
   flat = config_lib.flat(config_lib.to_dict(config))
-  return {k: v for k, v in flat.items() if k not in VMAPPED}
+  return {k: v for k, v in flat.items() if not _per_model(k)}
 
 
 def incompatibility(configs: Sequence[ml_collections.ConfigDict]) -> str | None:
@@ -43,7 +52,8 @@ def incompatibility(configs: Sequence[ml_collections.ConfigDict]) -> str | None:
     other = _static_part(c)
     diff = sorted(k for k in set(first) | set(other) if first.get(k) != other.get(k))
     if diff:
-      return f"they differ in {', '.join(diff)} (only {', '.join(VMAPPED)} may differ)"
+      return (f"they differ in {', '.join(diff)} (only {', '.join(VMAPPED)} and the "
+              f"{', '.join(g + '.*' for g in PER_MODEL_GROUPS)} settings may differ)")
   return None
 
 
@@ -57,6 +67,19 @@ def _unstack(tree: Any, i: int) -> Any:
 
 def _same(arrays: list[np.ndarray]) -> bool:
   return all(a.shape == arrays[0].shape and np.array_equal(a, arrays[0]) for a in arrays[1:])
+
+
+def _over_models(fn, in_axes: tuple, mode: str):
+  """fn for one model -> fn over the models' axis 0 (args with axis None are shared)."""
+  if mode == "vmap":
+    return jax.vmap(fn, in_axes=in_axes)
+
+  def mapped(*args):  # lax.map over the models' axis; unmapped args are closed over
+    xs = [a if ax == 0 else None for a, ax in zip(args, in_axes)]
+    def body(x):
+      return fn(*[xi if ax == 0 else a for xi, a, ax in zip(x, args, in_axes)])
+    return jax.lax.map(body, xs)
+  return mapped
 
 
 def default_mode() -> str:
@@ -73,7 +96,7 @@ def train_many(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[
   models inside the same compiled program: one model at a time, no per-model dispatch or
   compilation); None = `default_mode()`. Both run the same per-model `steps.train_step`.
 
-  Raises ValueError when the configs differ in more than `VMAPPED`, when their data
+  Raises ValueError when the configs differ in more than `VMAPPED` and `mask.*`, when their data
   shapes differ, or when their workdirs hold checkpoints at different steps (then resume
   them one by one with `train.train_and_evaluate`).
   """
@@ -111,7 +134,8 @@ def train_many(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[
                      f"({sorted(map(str, shapes))})")
   model = models.make_model(config.model, datasets[0].in_channels)
   tx = steps.make_optimizer(config.opt)
-  spec = steps.step_spec(config, patch)
+  specs = [steps.step_spec(c, patch) for c in configs]
+  spec, same_masking = specs[0], len(set(specs)) == 1
 
   for c, d, w in zip(configs, datasets, workdirs):
     config_dict = config_lib.to_dict(c)
@@ -159,26 +183,36 @@ def train_many(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[
   # Equal rates: the exact single-run formula; else a traced peak rate per model.
   base_lr, lr_axis = (None, None) if len(set(lrs)) == 1 else (jnp.asarray(lrs, jnp.float32), 0)
 
-  def one_step(state, images, sizes, key, base_lr):
-    return steps.train_step(state, images, sizes, key, model=model, tx=tx, spec=spec,
-                            opt_cfg=config.opt, num_steps=config.train.num_steps,
-                            base_lr=base_lr)
-
   in_axes = (0, data_axis, data_axis, 0, lr_axis)
-  if mode == "vmap":
-    batched_step = jax.vmap(one_step, in_axes=in_axes)
+  static = dict(model=model, tx=tx, spec=spec, opt_cfg=config.opt,
+                num_steps=config.train.num_steps)
+  if same_masking:  # the whole per-model step, vmapped
+    batched_step = _over_models(
+        lambda state, images, sizes, key, base_lr: steps.train_step(
+            state, images, sizes, key, base_lr=base_lr, **static), in_axes, mode)
   else:
-    def batched_step(*args):  # lax.map over the models' axis; unmapped args are closed over
-      mapped = [a if ax == 0 else None for a, ax in zip(args, in_axes)]
-      def body(xs):
-        return one_step(*[x if ax == 0 else a for x, a, ax in zip(xs, args, in_axes)])
-      return jax.lax.map(body, mapped)
+    update = _over_models(
+        lambda state, patches, masked, loss_mask, base_lr: steps.update_on_masked(
+            state, patches, masked, loss_mask, base_lr=base_lr, **static),
+        (0, 0, 0, 0, lr_axis), mode)
+
+    def batched_step(state, images, sizes, keys, base_lr):
+      # Each model's batch with its own (static) masking settings, as its own run draws it.
+      pick = lambda x, i: x if data_axis is None else x[i]
+      parts = [steps.masked_batch(state.step[i], pick(images, i), pick(sizes, i), keys[i],
+                                  specs[i]) for i in range(k)]
+      return update(state, *(jnp.stack(xs) for xs in zip(*parts)), base_lr)
   p_step = jax.jit(batched_step, donate_argnums=(0,))
   val = None
   if datasets[0].val_inputs is not None and len(datasets[0].val_inputs):
     val_targets = jnp.asarray(np.stack([d.val_inputs for d in datasets]))
-    val_masked, val_mask = jax.jit(jax.vmap(functools.partial(steps.mask_batch, spec=spec)))(
-        val_keys, val_targets)  # fixed masks, as train.py draws them per model
+    if same_masking:  # fixed masks, as train.py draws them per model
+      val_masked, val_mask = jax.jit(jax.vmap(functools.partial(steps.mask_batch, spec=spec)))(
+          val_keys, val_targets)
+    else:
+      parts = [jax.jit(functools.partial(steps.mask_batch, spec=sp))(key, t)
+               for sp, key, t in zip(specs, val_keys, val_targets)]
+      val_masked, val_mask = (jnp.stack(xs) for xs in zip(*parts))
     p_eval = jax.jit(jax.vmap(functools.partial(steps.eval_loss, model=model, spec=spec)))
     val = (val_masked, val_targets, val_mask)
   p_plateau = jax.jit(jax.vmap(functools.partial(

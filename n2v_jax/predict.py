@@ -44,8 +44,14 @@ class Predictor:
     return self.meta["spatial_axes"]
 
   @functools.cached_property
+  def _inference(self) -> tuple[Any, Any]:
+    """(model, variables) that predict: batch norm folded into the convolutions."""
+    return models.fold_batch_norm(self.model, self.variables)
+
+  @functools.cached_property
   def apply(self):
-    return jax.jit(lambda v, x: models.apply_model(self.model, v, x, train=False))
+    model = self._inference[0]
+    return jax.jit(lambda v, x: models.apply_model(model, v, x, train=False))
 
   @functools.cached_property
   def n_devices(self) -> int:
@@ -57,12 +63,12 @@ class Predictor:
     mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("tiles",))
     tiles = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("tiles"))
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    return tiles, jax.device_put(self.variables, replicated)
+    return tiles, jax.device_put(self._inference[1], replicated)
 
   def predict_tiles(self, tiles: np.ndarray, sharded: bool = False) -> jax.Array:
     """Model output for a batch of normalized tiles; `sharded`: split over all devices."""
     if not sharded:
-      return self.apply(self.variables, jnp.asarray(tiles))
+      return self.apply(self._inference[1], jnp.asarray(tiles))
     tile_sharding, variables = self._shardings
     return self.apply(variables, jax.device_put(tiles, tile_sharding))
 

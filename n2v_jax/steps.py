@@ -126,6 +126,24 @@ def _step_on_patches(state: TrainState, patches: jax.Array, k_mask: jax.Array, *
   if batch_sharding is not None:
     patches = jax.lax.with_sharding_constraint(patches, batch_sharding)
   masked, loss_mask = mask_batch(k_mask, patches, spec)
+  return update_on_masked(state, patches, masked, loss_mask, model=model, tx=tx, spec=spec,
+                          opt_cfg=opt_cfg, num_steps=num_steps, base_lr=base_lr)
+
+
+def masked_batch(step: jax.Array, images_NSC: jax.Array, sizes: jax.Array, key: jax.Array,
+                 spec: StepSpec) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """The (patches, masked, loss_mask) that `train_step` trains on at `step`."""
+  k_patch, k_mask = jax.random.split(jax.random.fold_in(key, step))
+  patches = data_lib.sample_batch(k_patch, images_NSC, sizes, spec.patch, spec.batch_size,
+                                  spec.augment)
+  return (patches, *mask_batch(k_mask, patches, spec))
+
+
+def update_on_masked(state: TrainState, patches: jax.Array, masked: jax.Array,
+                     loss_mask: jax.Array, *, model: Any, tx: optax.GradientTransformation,
+                     spec: StepSpec, opt_cfg: Any, num_steps: int,
+                     base_lr: jax.Array | None = None) -> tuple[TrainState, dict]:
+  """Forward, blind-spot loss, backward and Adam update on an already masked batch."""
   batch_stats = state.variables.get("batch_stats")
 
   def loss_fn(params):

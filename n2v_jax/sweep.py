@@ -4,8 +4,9 @@ A study's `config.py` has `get_config()` (the base config) and `sweep()`, the li
 points as config overrides, e.g. `[{"mask.perc_pix": 0.5, "seed": 0}, ...]`. Every point
 trains into `DIR/<point-name>/` (a normal workdir: resume, predict, summary.json). A point
 whose `summary.json` exists is finished and skipped on a rerun; an interrupted one resumes
-from its checkpoint. Points that differ only in `seed` / `opt.learning_rate` train
-together in one compiled program (`n2v_jax.multi`). Then the runner writes:
+from its checkpoint. Points that differ only in `seed`, `opt.learning_rate` and masking
+settings (`mask.*`, e.g. perc_pix, strategy) train together in one compiled program
+(`n2v_jax.multi`; `--no_vmap` trains one at a time). Then the runner writes:
 
 - `DIR/points.csv`: one row per point (its overrides and its summary.json / metrics.jsonl),
 - `DIR/results.csv`, `DIR/results.md`: points that differ only in `seed` grouped,
@@ -108,7 +109,7 @@ def is_done(point_dir: str) -> bool:
 
 
 def vmap_groups(configs: list[ml_collections.ConfigDict], max_vmap: int) -> list[list[int]]:
-  """Indices of points that can share one program (differ only in multi.VMAPPED)."""
+  """Indices of points that can share one program (differ only in what multi allows)."""
   groups: dict[str, list[int]] = {}
   for i, c in enumerate(configs):
     key = json.dumps(multi._static_part(c), sort_keys=True, default=str)

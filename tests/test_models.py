@@ -6,7 +6,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from flax import linen as nn
 
+from n2v_jax import models
 from n2v_jax.models import (UNet, _receptive_field_extent, _upsample_bilinear, apply_model,
                             divisor, make_model, max_blur_pool, receptive_field_radius)
 
@@ -374,3 +376,33 @@ def test_batch_chunks_change_speed_not_results(batch_norm):
   hlo = jax.jit(lambda v: apply_model(four, v, x, train=False)).lower(variables).as_text()
   hlo1 = jax.jit(lambda v: apply_model(one, v, x, train=False)).lower(variables).as_text()
   assert hlo.count("convolution") >= 4 * hlo1.count("convolution") - 4
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_max_pool2_equals_flax_max_pool(ndim):
+  x = _x((2,) + (4,) * (ndim - 1) + (6, 3))
+  ref = nn.max_pool(x, (2,) * ndim, strides=(2,) * ndim, padding="VALID")
+  np.testing.assert_array_equal(np.asarray(models._max_pool2(x)), np.asarray(ref))
+
+
+@pytest.mark.parametrize("ndim,independent", [(2, False), (3, False), (2, True)])
+def test_fold_batch_norm_keeps_the_output(ndim, independent):
+  model = UNet(ndim=ndim, out_channels=2, depth=1, features=4, batch_norm=True,
+               independent_channels=independent, batch_chunks=2)
+  x = _x((4,) + (8,) * ndim + (2,))
+  variables = model.init(jax.random.key(0), x, train=False)
+  # Running statistics and affine far from the identity, as after training.
+  rng = np.random.default_rng(0)
+  rand = lambda a, lo, hi: jnp.asarray(rng.uniform(lo, hi, a.shape), a.dtype)
+  params = {k: ({"scale": rand(v["scale"], 0.5, 2.0), "bias": rand(v["bias"], -1, 1)}
+                if "_bn" in k else v) for k, v in variables["params"].items()}
+  stats = {k: {"mean": rand(v["mean"], -1, 1), "var": rand(v["var"], 0.2, 3.0)}
+           for k, v in variables["batch_stats"].items()}
+  variables = {"params": params, "batch_stats": stats}
+  folded_model, folded = models.fold_batch_norm(model, variables)
+  assert not folded_model.batch_norm and "batch_stats" not in folded
+  assert not any("_bn" in k for k in folded["params"])
+  want = model.apply(variables, x, train=False)
+  got = models.apply_model(folded_model, folded, x, train=False)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-4)
+  assert models.fold_batch_norm(folded_model, folded)[1] is folded  # nothing left to fold

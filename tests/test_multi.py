@@ -67,8 +67,31 @@ def test_vmapped_models_equal_separate_runs(tmp_path, compile_cache):
   assert not np.allclose(_leaves(dirs[0])[0], _leaves(dirs[2])[0])
 
 
+def test_models_with_other_masking_equal_separate_runs(tmp_path, compile_cache):
+  # perc_pix sets the static number of blind spots: each model masks with its own settings.
+  masks = [(1.5, "uniform_withoutCP", 0), (10.0, "median", 1), (5.0, "uniform_withCP", 0)]
+  configs = [tiny_config(**{"seed": seed, "mask.perc_pix": perc, "mask.strategy": strategy,
+                            "model.batch_norm": False}) for perc, strategy, seed in masks]
+  dirs = [tmp_path / f"m{i}" for i in range(len(configs))]
+  multi.train_many(configs, [str(d) for d in dirs], mode="vmap")
+  mapped = [tmp_path / f"map{i}" for i in range(len(configs))]
+  multi.train_many(configs, [str(d) for d in mapped], mode="map")
+  for i, (config, d, m) in enumerate(zip(configs, dirs, mapped)):
+    train.train_and_evaluate(config, str(tmp_path / f"alone{i}"))
+    for a, b, c in zip(_leaves(d), _leaves(tmp_path / f"alone{i}"), _leaves(m)):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+      np.testing.assert_allclose(c, b, rtol=1e-4, atol=1e-6)
+    rows = [json.loads(l) for l in open(d / "metrics.jsonl")]
+    rows_alone = [json.loads(l) for l in open(tmp_path / f"alone{i}" / "metrics.jsonl")]
+    np.testing.assert_allclose([r["val_loss"] for r in rows],
+                               [r["val_loss"] for r in rows_alone], rtol=1e-4)
+    assert json.load(open(d / "config.json"))["mask"]["perc_pix"] == masks[i][0]
+  # Same seed, other masking: other parameters.
+  assert not np.allclose(_leaves(dirs[0])[0], _leaves(dirs[2])[0])
+
+
 def test_rejects_static_differences(tmp_path):
-  configs = [tiny_config(), tiny_config(**{"mask.perc_pix": 10.0})]
-  with pytest.raises(ValueError, match="mask.perc_pix"):
+  configs = [tiny_config(), tiny_config(**{"model.features": 8})]
+  with pytest.raises(ValueError, match="model.features"):
     multi.train_many(configs, [str(tmp_path / "a"), str(tmp_path / "b")])
   assert not (tmp_path / "a").exists()

@@ -43,9 +43,11 @@ def _config(args, in_channels=1, ndim=2):
   config.model.features = args.features
   config.model.kernel_size = 3
   config.model.batch_norm = not args.no_batch_norm
+  config.model.n2v2 = args.n2v2
   config.model.dtype = args.dtype
   config.mask.perc_pix = 0.198  # as in the CAREamics comparison (notes/cpu-performance.md)
   config.mask.radius = 2
+  config.mask.strategy = "median" if args.n2v2 else config.mask.strategy
   config.opt.learning_rate = 4e-4
   config.data.patch_shape = (args.patch,) * ndim
   config.data.synthetic.shape = (512,) * ndim
@@ -147,6 +149,7 @@ def child(args) -> None:
   sys.path.insert(0, REPO)
   result = run_train(args) if args.kind == "train" else run_predict(args)
   result.update(features=args.features, depth=args.depth, batch_norm=not args.no_batch_norm,
+                n2v2=args.n2v2,
                 dtype=args.dtype, upsampling=args.upsampling, batch_chunks=args.batch_chunks,
                 peak_rss_gib=round(_peak_rss_gib(), 3), **_versions())
   print(json.dumps(result), flush=True)
@@ -163,6 +166,7 @@ def main() -> None:
   p.add_argument("--depth", type=int, default=2)
   p.add_argument("--features", type=int, default=32)
   p.add_argument("--no-batch-norm", action="store_true")
+  p.add_argument("--n2v2", action="store_true", help="N2V2 U-Net and median replacement")
   p.add_argument("--dtype", default="float32")
   p.add_argument("--predict-size", type=int, default=1024, help="2D test image edge")
   p.add_argument("--tile", type=int, default=256)
@@ -192,6 +196,8 @@ def main() -> None:
             f"--batch-chunks={args.batch_chunks}"]
   if args.no_batch_norm:
     common.append("--no-batch-norm")
+  if args.n2v2:
+    common.append("--n2v2")
   runs = []
   if args.only in ("train", "all"):
     for b in (int(s) for s in args.batch_sizes.split(",") if s):
