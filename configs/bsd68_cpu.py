@@ -17,8 +17,10 @@ about 210 times this budget), for the most denoising per CPU second:
   batch slice runs as an independent branch; batch norm gained 0.06 dB at 600 steps for
   15 % more time), no residual output, depth 2 (depth 3: +0.14 dB at 600 steps, less
   than the learning rate or N2V2 gave).
-N2V2's U-Net is also cheaper here: 45-48 patches/s on 2 idle cores (N2V's: 32-34), so
-3,000 steps train in ~17.5 minutes, compilation included.
+N2V2's U-Net was also cheaper: 45-48 patches/s on 2 idle AMD cores (N2V's: 32-34), so
+3,000 steps trained in ~17.5 minutes, compilation included. Since 2026-11-30 (pooling
+written with slices, and a 2-core Intel CPU) both U-Nets train at ~74-82 patches/s:
+3,000 steps take ~10.5 minutes, and the recipe was not re-tuned for the time left.
 Measured: 27.49 dB (27.81 with 8-fold TTA) on the 68 images; the 600-step comparisons
 and details: experiments/bsd68/README.md.
 """
