@@ -68,10 +68,11 @@ def _predictor(config, variables, in_channels, ndim):
                            div, halo)
 
 
-def run_train(args) -> dict:
+def build_train(args):
+  """The jitted training step exactly as train.py builds it, compiled, with its inputs:
+  (compiled_step, state, images, sizes, key, compile_s, devices). Also used by profile_step.py."""
   import functools
   import jax
-  import numpy as np
   from n2v_jax import data as data_lib, models, runtime, steps, train
   config = _config(args)
   config.train.batch_size = args.batch
@@ -97,6 +98,13 @@ def run_train(args) -> dict:
   t0 = time.perf_counter()
   step = p_step.lower(state, images, sizes, key).compile()  # the executable p_step would use
   compile_s = time.perf_counter() - t0
+  return step, state, images, sizes, key, compile_s, devices
+
+
+def run_train(args) -> dict:
+  import jax
+  import numpy as np
+  step, state, images, sizes, key, compile_s, devices = build_train(args)
   for _ in range(args.warmup):
     state, metrics = step(state, images, sizes, key)
   jax.block_until_ready(metrics)

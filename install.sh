@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Makes .venv with a Python >= 3.12 (JAX >= 0.11 needs it) and installs requirements.txt.
+#
+#   bash install.sh            # then: .venv/bin/python -m n2v_jax.train ...
+#   PYTHON=/path/to/python3.12 bash install.sh
+#
+# The interpreter is, in this order: $PYTHON; python3.13 / python3.12 / python3 on PATH if
+# it is >= 3.12; the newest pyenv-installed 3.12 or 3.13. An existing .venv on an older
+# Python is replaced (it cannot run this JAX).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+ok() {  # ok PYTHON: true if it runs and is a Python >= 3.12
+  "$1" -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1
+}
+
+find_python() {
+  if [ -n "${PYTHON:-}" ]; then
+    ok "$PYTHON" && { echo "$PYTHON"; return; }
+    echo "install.sh: PYTHON=$PYTHON is not a Python >= 3.12" >&2; return 1
+  fi
+  for p in python3.13 python3.12 python3; do
+    if command -v "$p" >/dev/null && ok "$(command -v "$p")"; then command -v "$p"; return; fi
+  done
+  if command -v pyenv >/dev/null; then
+    root=$(pyenv root)
+    for v in $(pyenv versions --bare 2>/dev/null | grep -E '^3\.1[2-9]' | sort -rV); do
+      if ok "$root/versions/$v/bin/python3"; then echo "$root/versions/$v/bin/python3"; return; fi
+    done
+  fi
+  echo "install.sh: no Python >= 3.12 found (tried \$PYTHON, python3.13, python3.12, python3," \
+       "pyenv); install one, or give it as PYTHON=/path/to/python3.12" >&2
+  return 1
+}
+
+py=$(find_python)
+if [ -x .venv/bin/python ] && ! ok .venv/bin/python; then
+  echo "install.sh: .venv uses $(.venv/bin/python -V 2>&1); replacing it with $("$py" -V)" >&2
+  rm -rf .venv
+fi
+[ -x .venv/bin/python ] || "$py" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -r requirements.txt
+echo "install.sh: .venv ready ($(.venv/bin/python -V))" >&2
