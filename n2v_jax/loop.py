@@ -4,7 +4,10 @@ Steps are dispatched without waiting; the host fetches the losses only at log an
 checkpoint steps (the one sync), where the caller logs, evaluates and saves.
 """
 
+import contextlib
 import dataclasses
+import signal
+import threading
 import time
 from typing import Any, Callable
 
@@ -35,10 +38,60 @@ class Sync:
     return self.step - len(self.losses) + 1 + int(bad[0][0]), tuple(int(i) for i in bad[0][1:])
 
 
+# Exit status after a preemption: 128 + the signal, as a shell reports a process that the
+# signal ended, so Slurm (--requeue), Kubernetes (restartPolicy: OnFailure) and job arrays
+# see a failed task to run again; the rerun of the same command resumes where it stopped.
+def exit_status(signum: int) -> int:
+  return 128 + int(signum)
+
+
+class Preemption:
+  """While active (`with Preemption() as p:`), SIGTERM and SIGINT do not kill the process
+  but set `p.signum`; the loop then checkpoints after the current step and stops.
+  A second signal of the same kind gets the default behaviour (a forced stop)."""
+
+  def __init__(self):
+    self.signum: int | None = None
+    self._old = {}
+
+  def _handler(self, signum, frame):
+    if self.signum is not None:  # asked twice: stop now, the last checkpoint stands
+      signal.signal(signum, self._old.get(signum, signal.SIG_DFL))
+      signal.raise_signal(signum)
+    self.signum = signum
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():  # signals reach only it
+      for s in (signal.SIGTERM, signal.SIGINT):
+        self._old[s] = signal.signal(s, self._handler)
+    return self
+
+  def __exit__(self, *exc):
+    for s, old in self._old.items():
+      signal.signal(s, old)
+    self._old = {}
+    return False
+
+  def requested(self, at_sync: bool) -> bool:
+    """Whether to stop now. One process: as soon as a signal came. Several: all processes
+    agree at sync steps (one tiny all-gather per sync), so they save the same step."""
+    if jax.process_count() == 1:
+      return self.signum is not None
+    if not at_sync:
+      return False
+    from jax.experimental import multihost_utils
+    flags = multihost_utils.process_allgather(np.int32(self.signum or 0))
+    if self.signum is None and flags.max():
+      self.signum = int(flags.max())
+    return bool(flags.max())
+
+
 def run(run_step: Callable[[Any], tuple[Any, Any]], state: Any, start: int, train_cfg: Any,
-        stop_after: int | None, on_sync: Callable[[Any, Sync], Any]) -> tuple[Any, bool]:
+        stop_after: int | None, on_sync: Callable[[Any, Sync], Any],
+        preemption: Preemption | None = None) -> tuple[Any, int | None]:
   """run_step(state) -> (state, metrics with 'loss') for steps start+1..train_cfg.num_steps;
-  on_sync(state, sync) -> state at every log/checkpoint step. Returns (state, stopped early)."""
+  on_sync(state, sync) -> state at every log/checkpoint step. Returns (state, the step it
+  stopped at early: stop_after or a preemption; None when it ran to the end)."""
   num_steps = train_cfg.num_steps
   pending, window_start, window_t0 = [], start, time.perf_counter()
   for step in range(start + 1, num_steps + 1):
@@ -48,6 +101,8 @@ def run(run_step: Callable[[Any], tuple[Any, Any]], state: Any, start: int, trai
       jax.block_until_ready(metrics)
       window_start, window_t0 = step, time.perf_counter()
     log = step % train_cfg.log_every == 0 or step == num_steps
+    if preemption is not None and step < num_steps and preemption.requested(log):
+      stop_after = step  # checkpoint this step, then stop
     save = step % train_cfg.checkpoint_every == 0 or step in (num_steps, stop_after)
     if not (log or save):
       continue
@@ -60,5 +115,14 @@ def run(run_step: Callable[[Any], tuple[Any, Any]], state: Any, start: int, trai
     if log:
       window_start, window_t0 = step, time.perf_counter()
     if step == stop_after:
-      return state, True
-  return state, False
+      return state, step
+  return state, None
+
+
+def report_preemption(signum: int, step: int, workdir: str) -> None:
+  """The one line a preempted run prints, then its exit (status: exit_status)."""
+  import sys
+  name = signal.Signals(signum).name
+  print(f"{name}: stopped after step {step}, checkpoint saved in {workdir}; run the same "
+        f"command again to resume (exit status {exit_status(signum)})", file=sys.stderr)
+  sys.exit(exit_status(signum))

@@ -89,7 +89,8 @@ def default_mode() -> str:
 
 
 def train_many(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str],
-               stop_after: int | None = None, mode: str | None = None) -> list[dict]:
+               stop_after: int | None = None, mode: str | None = None,
+               preemption: loop.Preemption | None = None) -> list[dict]:
   """Trains (or resumes) len(configs) models together; returns their summaries in order.
 
   mode: 'vmap' (models side by side: one wide step) or 'map' (`jax.lax.map` over the
@@ -254,12 +255,14 @@ def train_many(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[
     return state
 
   state, stopped = loop.run(lambda s: p_step(s, images, sizes, train_keys, base_lr), state,
-                            start, config.train, stop_after, on_sync)
+                            start, config.train, stop_after, on_sync, preemption)
   for m in mngrs:
     m.wait_until_finished()
   progress.close()
-  if stopped:
-    return [{"stopped_at": stop_after} for _ in configs]
+  if stopped is not None:
+    return [{"stopped_at": stopped, **({"signal": preemption.signum}
+                                       if preemption is not None and preemption.signum else {})}
+            for _ in configs]
   summaries = []
   for i, (c, d, w) in enumerate(zip(configs, datasets, workdirs)):
     report.plot_losses(metrics_paths[i], os.path.join(w, "loss.png"))

@@ -142,24 +142,34 @@ def _cost(counts: list[int], cores: list[int], halo: int, n_parallel: int) -> in
 
 
 def predict_normalized(pred: Predictor, x: np.ndarray, tile: int = 512,
-                       batch: int = 0) -> np.ndarray:
+                       batch: int = 0, tta: bool = False) -> np.ndarray:
   """Denoise one normalized image (*spatial, C) -> (*spatial, C) float32.
 
   Tiles are spread over all devices, and over the model's batch slices on each;
   batch: tiles per call, 0 = as many as the voxel budget allows.
+  tta: the mean over the 8 symmetries of the (Y, X) plane, the 8 versions of each tile in
+  one call. That equals predicting the 8 transformed images (what `predict_image` does
+  otherwise) when the tiles are square in (Y, X) and the image is aligned to the pooling
+  grid, so that every transformed tile is aligned too; else returns None.
   """
   spatial, d, h = x.shape[:-1], pred.divisor, pred.halo
   aligned = [-(-s // d) * d for s in spatial]
   n_dev = pred.n_devices if tile else 1
   # Tiles per call: a multiple of the devices times the model's batch slices, which run
-  # side by side (models.chunked_conv).
-  n_par = n_dev * (max(1, int(pred.model.batch_chunks)) if tile else 1)
-  counts, cores = plan_tiles(aligned, tile, h, d, n_par)
+  # side by side (models.chunked_conv). With TTA the 8 symmetries fill the slices.
+  n_sym = 8 if tta else 1
+  slices = max(1, int(pred.model.batch_chunks)) if tile else 1
+  n_par = n_dev * max(1, slices // n_sym)
+  budget = MAX_VOXELS_PER_CALL // n_sym
+  counts, cores = plan_tiles(aligned, tile, h, d, n_par, budget)
   if n_par > n_dev:  # in 3D, budget/n_par-voxel tiles can be mostly halo: then fewer slices
-    counts_1, cores_1 = plan_tiles(aligned, tile, h, d, n_dev)
+    counts_1, cores_1 = plan_tiles(aligned, tile, h, d, n_dev, budget)
     if _cost(counts_1, cores_1, h, n_dev) < _cost(counts, cores, h, n_par) / SLICE_SPEEDUP:
       n_par, counts, cores = n_dev, counts_1, cores_1
   tile_shape = [c + 2 * h for c in cores]
+  if tta and (tile_shape[-1] != tile_shape[-2] or list(spatial) != aligned):
+    return None
+  syms = list(_transforms(len(spatial) + 1)) if tta else []  # on (B, *spatial, C)
   # Reflect padding: the first `h` padded pixels are the same whatever the total width, so
   # every core pixel sees exactly what it would in a whole-image pass.
   pads = [(h, h + n * c - s) for s, n, c in zip(spatial, counts, cores)] + [(0, 0)]
@@ -167,7 +177,7 @@ def predict_normalized(pred: Predictor, x: np.ndarray, tile: int = 512,
   xp = np.pad(x.astype(np.float32, copy=False), pads, mode=mode)
   corners = [np.multiply(idx, cores) for idx in itertools.product(*[range(n) for n in counts])]
   tile_voxels = int(np.prod(tile_shape))
-  per_call = batch or max(1, MAX_VOXELS_PER_CALL // tile_voxels)
+  per_call = batch or max(1, budget // tile_voxels)
   per_call = max(n_par, per_call // n_par * n_par)
   calls = -(-len(corners) // per_call)
   per_call = -(-len(corners) // (calls * n_par)) * n_par  # balanced: one compiled shape
@@ -177,7 +187,16 @@ def predict_normalized(pred: Predictor, x: np.ndarray, tile: int = 512,
     tiles = np.zeros((per_call, *tile_shape, x.shape[-1]), np.float32)
     for j, cn in enumerate(group):
       tiles[j] = xp[tuple(slice(c, c + t) for c, t in zip(cn, tile_shape))]
-    y = np.asarray(pred.predict_tiles(tiles, sharded=n_dev > 1))
+    if not tta:
+      y = np.asarray(pred.predict_tiles(tiles, sharded=n_dev > 1))
+    else:
+      # symmetry-major, so each batch slice holds whole symmetries of the same tiles
+      ys = np.asarray(pred.predict_tiles(np.concatenate([fwd(tiles) for fwd, _ in syms]),
+                                         sharded=n_dev > 1))
+      y = np.zeros_like(tiles)
+      for (_, inv), part in zip(syms, np.split(ys, n_sym)):
+        y += inv(part)
+      y /= n_sym
     for cn, yt in zip(group, y):
       out[tuple(slice(c, c + k) for c, k in zip(cn, cores))] = \
           yt[tuple(slice(h, h + k) for k in cores)]
@@ -205,10 +224,9 @@ def predict_image(pred: Predictor, image: np.ndarray, tile: int = 512, tta: bool
     x = intensity.forward(x, pred.transform)
   x -= mean
   x /= std
-  if not tta:
-    y = predict_normalized(pred, x, tile, batch)
-  else:  # a running sum, not 8 outputs held at once
-    y = np.zeros(x.shape, np.float32)
+  y = predict_normalized(pred, x, tile, batch, tta=tta)
+  if y is None:  # TTA on tiles that are not square or not aligned: 8 passes over the image
+    y = np.zeros(x.shape, np.float32)  # a running sum, not 8 outputs held at once
     for fwd, inv in _transforms(x.ndim - 1):
       y += inv(predict_normalized(pred, np.ascontiguousarray(fwd(x)), tile, batch))
     y /= 8

@@ -34,7 +34,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from n2v_jax import config_lib, multi, train
+from n2v_jax import config_lib, loop, multi, train
 
 METRICS = (("psnr_denoised", "PSNR denoised (dB)"), ("psnr_noisy", "PSNR noisy (dB)"),
            ("val_loss", "final val loss"), ("train_loss", "final train loss"))
@@ -127,8 +127,10 @@ def _write_point_json(point_dir: str, overrides: dict, group: list[str], seconds
 
 
 def run_sweep(config_path: str, workdir: str, vmap: bool = True, max_vmap: int = 16,
-              log=print) -> dict:
-  """Trains every unfinished point, then writes the tables and the plot; returns counts."""
+              log=print, preemption=None) -> dict:
+  """Trains every unfinished point, then writes the tables and the plot; returns counts.
+  preemption: an active loop.Preemption: on SIGTERM/SIGINT the running point(s) checkpoint
+  and the sweep returns {'stopped_at': step, 'signal': signum} before the next point."""
   base, points, evaluate = _load(config_path)
   names = point_names(points)
   configs = [apply_overrides(base, p) for p in points]
@@ -150,14 +152,21 @@ def run_sweep(config_path: str, workdir: str, vmap: bool = True, max_vmap: int =
     if len(idx) > 1:
       log(f"training {len(idx)} points in one program: {', '.join(names[i] for i in idx)}")
       try:
-        multi.train_many([configs[i] for i in idx], [dirs[i] for i in idx])
+        results = multi.train_many([configs[i] for i in idx], [dirs[i] for i in idx],
+                                   preemption=preemption)
       except ValueError as e:  # e.g. data shapes differ, checkpoints at different steps
         log(f"  not as one program ({e}); one by one")
+        results = []
         for i in idx:
-          train.train_and_evaluate(configs[i], dirs[i])
+          results.append(train.train_and_evaluate(configs[i], dirs[i], preemption=preemption))
+          if "signal" in results[-1]:
+            break
     else:
       log(f"training {names[idx[0]]}")
-      train.train_and_evaluate(configs[idx[0]], dirs[idx[0]])
+      results = [train.train_and_evaluate(configs[idx[0]], dirs[idx[0]], preemption=preemption)]
+    stopped = [r for r in results if "signal" in r]
+    if stopped:  # preempted: the point's checkpoint is saved; a rerun resumes it
+      return stopped[0]
     seconds = time.perf_counter() - t0
     for i in idx:
       _write_point_json(dirs[i], points[i], [names[j] for j in idx], seconds)
@@ -323,10 +332,14 @@ def main(argv: list[str] | None = None) -> None:
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax is chatty at INFO
   try:
-    run_sweep(args.config, args.workdir, vmap=not args.no_vmap, max_vmap=args.max_vmap)
+    with loop.Preemption() as preemption:
+      result = run_sweep(args.config, args.workdir, vmap=not args.no_vmap,
+                         max_vmap=args.max_vmap, preemption=preemption)
   except (ValueError, FileNotFoundError, FileExistsError, train.NonFiniteLossError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
+  if "signal" in result:
+    loop.report_preemption(result["signal"], result["stopped_at"], args.workdir)
 
 
 if __name__ == "__main__":

@@ -99,11 +99,14 @@ def _check_resume(workdir: str, config_dict: dict) -> None:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       stop_after: int | None = None, array: np.ndarray | None = None) -> dict:
+                       stop_after: int | None = None, array: np.ndarray | None = None,
+                       preemption: loop.Preemption | None = None) -> dict:
   """Trains (or resumes) in workdir; returns the summary (with PSNR when ground truth exists).
 
   stop_after: end this call after that step (checkpointed), as a time-limited job would;
   calling again resumes. Returns {'stopped_at': step} then.
+  preemption: an active loop.Preemption: on SIGTERM/SIGINT the run checkpoints the current
+  step and returns {'stopped_at': step, 'signal': signum}.
   array: train on this NumPy array (axes in config.data.axes) instead of data.path.
   """
   config_lib.validate(config)
@@ -226,14 +229,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # CPU device split this did not prevent XLA's all-reduce abort: n2v_jax/runtime.py).
   jax.block_until_ready((state, images, sizes) if not stream else state)
   try:
-    state, stopped = loop.run(run_step, state, start, config.train, stop_after, on_sync)
+    state, stopped = loop.run(run_step, state, start, config.train, stop_after, on_sync,
+                              preemption)
   finally:
     if stream:
       batches.close()
   mngr.wait_until_finished()
   progress.close()
-  if stopped:
-    return {"stopped_at": stop_after}
+  if stopped is not None:
+    return {"stopped_at": stopped, **({"signal": preemption.signum}
+                                      if preemption is not None and preemption.signum else {})}
   if jax.process_count() > 1:
     # The final denoising restores the checkpoint through orbax, which would wait for the
     # other processes: a multi-host run ends here; denoise with n2v_jax.predict afterwards.
@@ -251,10 +256,14 @@ def main(argv) -> None:
   del argv
   from absl import flags
   try:
-    summary = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+    with loop.Preemption() as preemption:
+      summary = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir,
+                                   preemption=preemption)
   except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
+  if "signal" in summary:
+    loop.report_preemption(summary["signal"], summary["stopped_at"], flags.FLAGS.workdir)
   print(json.dumps(summary, indent=2))
 
 

@@ -52,14 +52,24 @@ def test_tiled_equals_whole_image_3d(workdir_3d):
   np.testing.assert_allclose(tiled, whole, rtol=1e-4, atol=1e-3 * image.std())
 
 
-def test_tta_averages_eight_transforms(workdir_2d):
+@pytest.mark.parametrize("shape, tile, slices, batched", [
+    ((40, 36, 3), 0, 1, False),  # not square: 8 passes over the transformed image
+    ((48, 48, 3), 0, 1, True),  # the 8 symmetries of the whole image in one call
+    ((64, 64, 3), 32, 1, True),  # 16 square tiles, 8 symmetries each
+    ((64, 64, 3), 32, 8, True),  # and spread over 8 batch slices
+])
+def test_tta_averages_eight_transforms(workdir_2d, shape, tile, slices, batched):
+  import dataclasses
   pred = predict.load_predictor(workdir_2d)
-  image = noisy_stack(5, (40, 36, 3))
-  with_tta = predict.predict_image(pred, image, tile=0, tta=True)
-  manual = np.mean([inv(predict.predict_image(pred, np.ascontiguousarray(fwd(image)), tile=0))
+  pred = dataclasses.replace(pred, model=pred.model.clone(batch_chunks=slices))
+  image = noisy_stack(5, shape)
+  with_tta = predict.predict_image(pred, image, tile=tile, tta=True)
+  manual = np.mean([inv(predict.predict_image(pred, np.ascontiguousarray(fwd(image)), tile=tile))
                     for fwd, inv in predict._transforms(2)], axis=0)
   np.testing.assert_allclose(with_tta, manual, rtol=1e-5, atol=1e-4)
   assert with_tta.shape == image.shape
+  x = np.zeros(shape, np.float32)
+  assert (predict.predict_normalized(pred, x, tile, tta=True) is not None) == batched
 
 
 def test_predict_file_keeps_shape_axes_metadata(workdir_2d, tmp_path):

@@ -82,10 +82,19 @@ def test_3d_training(tmp_path):
     ({"data.patch_shape": (128, 128)}, "smaller than data.patch_shape"),
     ({"mask.strategy": "bogus"}, "mask.strategy='bogus'"),
     ({"data.patch_shape": (15, 15)}, "multiple of"),
+    # the architecture study's trap: a centre-free, deterministic replacement + residual
+    ({"mask.strategy": "median", "model.residual": True}, "adds the raw noisy pixel back"),
+    ({"mask.strategy": "mean", "model.residual": True}, "adds the raw noisy pixel back"),
 ])
 def test_bad_config_or_data(tmp_path, overrides, message):
   with pytest.raises((ValueError, FileNotFoundError), match=message):
     train.train_and_evaluate(tiny_config(**overrides), str(tmp_path / "w"))
+
+
+def test_residual_allowed_with_random_replacement():
+  from n2v_jax import config_lib
+  for strategy in ("uniform_withCP", "uniform_withoutCP"):
+    config_lib.validate(tiny_config(**{"mask.strategy": strategy, "model.residual": True}))
 
 
 def test_nan_in_data(tmp_path):

@@ -37,8 +37,11 @@ def get_config():
 
 
 def sweep():
+  # N2V2 (median replacement) with a residual scored 18.8 dB here (results/): the trap that
+  # config_lib.validate now refuses, so a rerun of the study leaves those 3 points out.
   return [{**overrides, "model.residual": residual, "seed": seed}
-          for seed in SEEDS for overrides in VARIANTS.values() for residual in (False, True)]
+          for seed in SEEDS for overrides in VARIANTS.values() for residual in (False, True)
+          if not (residual and overrides.get("mask.strategy") == "median")]
 
 
 def evaluate(point_dir):

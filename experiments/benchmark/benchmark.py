@@ -36,6 +36,41 @@ def _versions() -> dict:
           "xla_flags": os.environ.get("XLA_FLAGS", ""), "cpus": os.cpu_count()}
 
 
+def _ablate(names: str) -> None:
+  """Switch off one of the library's speed tricks (A/B only; same results up to rounding):
+  slice_pool (max-pool / MaxBlurPool as slices -> flax's reduce_window and a depthwise
+  convolution), slice_upsample (bilinear as shifted copies -> jax.image.resize),
+  fold_bn (batch norm folded into the convolutions for prediction -> kept)."""
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+  from n2v_jax import models, predict
+  for name in filter(None, names.split(",")):
+    if name == "slice_pool":
+      def max_pool(x):
+        nd = x.ndim - 2
+        return nn.max_pool(x, (2,) * nd, strides=(2,) * nd)
+      def max_blur_pool(x):
+        nd, c = x.ndim - 2, x.shape[-1]
+        x = nn.max_pool(x, (2,) * nd, strides=(1,) * nd)
+        k1 = jnp.array([1.0, 2.0, 1.0], x.dtype) / 4
+        k = k1
+        for _ in range(nd - 1):
+          k = k[..., None] * k1
+        kernel = jnp.tile(k[..., None, None], (1,) * nd + (1, c))
+        dims = ("NHWC", "HWIO", "NHWC") if nd == 2 else ("NDHWC", "DHWIO", "NDHWC")
+        return jax.lax.conv_general_dilated(x, kernel, (2,) * nd, [(1, 1)] * nd,
+                                            dimension_numbers=dims, feature_group_count=c)
+      models._max_pool2, models.max_blur_pool = max_pool, max_blur_pool
+    elif name == "slice_upsample":
+      models._upsample_bilinear = lambda x: jax.image.resize(
+          x, (x.shape[0], *(2 * s for s in x.shape[1:-1]), x.shape[-1]), "bilinear")
+    elif name == "fold_bn":
+      predict.Predictor._inference = property(lambda self: (self.model, self.variables))
+    else:
+      raise SystemExit(f"--ablate: unknown trick {name!r}")
+
+
 def _config(args, in_channels=1, ndim=2):
   from configs import default
   config = default.get_config()
@@ -155,10 +190,12 @@ def run_predict(args) -> dict:
 
 def child(args) -> None:
   sys.path.insert(0, REPO)
+  _ablate(args.ablate)
   result = run_train(args) if args.kind == "train" else run_predict(args)
   result.update(features=args.features, depth=args.depth, batch_norm=not args.no_batch_norm,
                 n2v2=args.n2v2,
                 dtype=args.dtype, upsampling=args.upsampling, batch_chunks=args.batch_chunks,
+                ablate=args.ablate,
                 peak_rss_gib=round(_peak_rss_gib(), 3), **_versions())
   print(json.dumps(result), flush=True)
 
@@ -186,6 +223,8 @@ def main() -> None:
                  help="train.cpu_devices: 1 = off (the default), 0 = auto (n2v_jax/runtime.py)")
   p.add_argument("--batch-chunks", type=int, default=0,
                  help="model.batch_chunks: 0 = auto (8 on CPU, the default), 1 = off")
+  p.add_argument("--ablate", default="",
+                 help="comma-separated tricks to switch off: slice_pool, slice_upsample, fold_bn")
   # child mode (one configuration)
   p.add_argument("--child", choices=["train", "predict"], default=None, help=argparse.SUPPRESS)
   p.add_argument("--batch", type=int, default=16, help=argparse.SUPPRESS)
@@ -201,7 +240,7 @@ def main() -> None:
   common = [f"--patch={args.patch}", f"--depth={args.depth}", f"--features={args.features}",
             f"--dtype={args.dtype}", f"--warmup={args.warmup}",
             f"--cpu-devices={args.cpu_devices}", f"--upsampling={args.upsampling}",
-            f"--batch-chunks={args.batch_chunks}"]
+            f"--batch-chunks={args.batch_chunks}", f"--ablate={args.ablate}"]
   if args.no_batch_norm:
     common.append("--no-batch-norm")
   if args.n2v2:

@@ -71,9 +71,12 @@ def categorize(opcode: str, rtype: str, ops: list, fused: list, kernel_shapes: s
     if "transpose(" not in text:
       return "conv fwd"
     dims = re.findall(r"\[([\d,]*)\]", rtype)
-    if dims and tuple(int(d) for d in dims[0].split(",") if d) in kernel_shapes:
+    # XLA writes the weight gradient in a permuted kernel layout, e.g. (Cin, 3, 3, Cout)
+    if dims and tuple(sorted(int(d) for d in dims[0].split(",") if d)) in kernel_shapes:
       return "conv weight grad"
     return "conv input grad"
+  if "transpose" in all_ops:  # layout changes (activations to channel-major for the
+    return "transposes and copies"  # weight gradient), often with elementwise work fused in
   if "_bn" in text or "batch_norm" in text.lower():
     return "batch norm"
   for key, cat in (("_upsample", "up-sampling"), ("upsample", "up-sampling"),
@@ -122,7 +125,7 @@ def main() -> None:
   import numpy as np
   step, state, images, sizes, key, compile_s, _ = benchmark.build_train(args)
   info = parse_hlo(step.as_text())
-  kernel_shapes = {tuple(leaf.shape) for leaf in jax.tree.leaves(state.variables["params"])
+  kernel_shapes = {tuple(sorted(leaf.shape)) for leaf in jax.tree.leaves(state.variables["params"])
                    if leaf.ndim >= 4}
   for _ in range(args.warmup):
     state, metrics = step(state, images, sizes, key)
