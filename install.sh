@@ -4,8 +4,8 @@
 #   bash install.sh            # then: .venv/bin/python -m n2v_jax.train ...
 #   PYTHON=/path/to/python3.12 bash install.sh
 #
-# The interpreter is, in this order: $PYTHON; python3.13 / python3.12 / python3 on PATH if
-# it is >= 3.12; the newest pyenv-installed 3.12 or 3.13. An existing .venv on an older
+# The interpreter is, in this order: $PYTHON; python3.12 (the version requirements.txt was
+# verified on), python3.13, python3 on PATH if it is >= 3.12; a pyenv-installed 3.12+. An existing .venv on an older
 # Python is replaced (it cannot run this JAX).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -19,12 +19,12 @@ find_python() {
     ok "$PYTHON" && { echo "$PYTHON"; return; }
     echo "install.sh: PYTHON=$PYTHON is not a Python >= 3.12" >&2; return 1
   fi
-  for p in python3.13 python3.12 python3; do
+  for p in python3.12 python3.13 python3; do
     if command -v "$p" >/dev/null && ok "$(command -v "$p")"; then command -v "$p"; return; fi
   done
   if command -v pyenv >/dev/null; then
     root=$(pyenv root)
-    for v in $(pyenv versions --bare 2>/dev/null | grep -E '^3\.1[2-9]' | sort -rV); do
+    for v in $(pyenv versions --bare 2>/dev/null | grep -E '^3\.1[2-9]' | sort -V); do
       if ok "$root/versions/$v/bin/python3"; then echo "$root/versions/$v/bin/python3"; return; fi
     done
   fi
