@@ -4,7 +4,6 @@ Steps are dispatched without waiting; the host fetches the losses only at log an
 checkpoint steps (the one sync), where the caller logs, evaluates and saves.
 """
 
-import contextlib
 import dataclasses
 import signal
 import threading
@@ -48,7 +47,7 @@ def exit_status(signum: int) -> int:
 class Preemption:
   """While active (`with Preemption() as p:`), SIGTERM and SIGINT do not kill the process
   but set `p.signum`; the loop then checkpoints after the current step and stops.
-  A second signal of the same kind gets the default behaviour (a forced stop)."""
+  A second signal gets its default behaviour (a forced stop; the last checkpoint stands)."""
 
   def __init__(self):
     self.signum: int | None = None

@@ -150,7 +150,8 @@ def predict_normalized(pred: Predictor, x: np.ndarray, tile: int = 512,
   tta: the mean over the 8 symmetries of the (Y, X) plane, the 8 versions of each tile in
   one call. That equals predicting the 8 transformed images (what `predict_image` does
   otherwise) when the tiles are square in (Y, X) and the image is aligned to the pooling
-  grid, so that every transformed tile is aligned too; else returns None.
+  grid, so that every transformed tile is aligned too, and tile > 0 (within the voxel
+  budget); else returns None.
   """
   spatial, d, h = x.shape[:-1], pred.divisor, pred.halo
   aligned = [-(-s // d) * d for s in spatial]
@@ -167,7 +168,8 @@ def predict_normalized(pred: Predictor, x: np.ndarray, tile: int = 512,
     if _cost(counts_1, cores_1, h, n_dev) < _cost(counts, cores, h, n_par) / SLICE_SPEEDUP:
       n_par, counts, cores = n_dev, counts_1, cores_1
   tile_shape = [c + 2 * h for c in cores]
-  if tta and (tile_shape[-1] != tile_shape[-2] or list(spatial) != aligned):
+  # tile=0 asks for the whole image in one call: 8 of them at once could exceed memory
+  if tta and (not tile or tile_shape[-1] != tile_shape[-2] or list(spatial) != aligned):
     return None
   syms = list(_transforms(len(spatial) + 1)) if tta else []  # on (B, *spatial, C)
   # Reflect padding: the first `h` padded pixels are the same whatever the total width, so

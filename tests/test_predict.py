@@ -54,7 +54,8 @@ def test_tiled_equals_whole_image_3d(workdir_3d):
 
 @pytest.mark.parametrize("shape, tile, slices, batched", [
     ((40, 36, 3), 0, 1, False),  # not square: 8 passes over the transformed image
-    ((48, 48, 3), 0, 1, True),  # the 8 symmetries of the whole image in one call
+    ((48, 48, 3), 0, 1, False),  # tile=0: whole images, one call each
+    ((48, 48, 3), 48, 1, True),  # 9 square tiles, the 8 symmetries of each in one call
     ((64, 64, 3), 32, 1, True),  # 16 square tiles, 8 symmetries each
     ((64, 64, 3), 32, 8, True),  # and spread over 8 batch slices
 ])
