@@ -36,7 +36,7 @@ def _versions() -> dict:
           "xla_flags": os.environ.get("XLA_FLAGS", ""), "cpus": os.cpu_count()}
 
 
-def _ablate(names: str) -> None:
+def ablate(names: str) -> None:
   """Switch off one of the library's speed tricks (A/B only; same results up to rounding):
   slice_pool (max-pool / MaxBlurPool as slices -> flax's reduce_window and a depthwise
   convolution), slice_upsample (bilinear as shifted copies -> jax.image.resize),
@@ -190,7 +190,7 @@ def run_predict(args) -> dict:
 
 def child(args) -> None:
   sys.path.insert(0, REPO)
-  _ablate(args.ablate)
+  ablate(args.ablate)
   result = run_train(args) if args.kind == "train" else run_predict(args)
   result.update(features=args.features, depth=args.depth, batch_norm=not args.no_batch_norm,
                 n2v2=args.n2v2,
@@ -200,23 +200,14 @@ def child(args) -> None:
   print(json.dumps(result), flush=True)
 
 
-def main() -> None:
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-  p.add_argument("--only", choices=["train", "predict", "memory", "all"], default="all")
-  p.add_argument("--batch-sizes", default="16,128")
-  p.add_argument("--steps", type=int, default=20, help="timed steps at batch <= 32")
-  p.add_argument("--steps-large", type=int, default=5, help="timed steps at batch > 32")
-  p.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
+def add_network_args(p: argparse.ArgumentParser) -> None:
+  """The network and speed switches, shared with profile_step.py."""
   p.add_argument("--patch", type=int, default=64)
   p.add_argument("--depth", type=int, default=2)
   p.add_argument("--features", type=int, default=32)
   p.add_argument("--no-batch-norm", action="store_true")
   p.add_argument("--n2v2", action="store_true", help="N2V2 U-Net and median replacement")
   p.add_argument("--dtype", default="float32")
-  p.add_argument("--predict-size", type=int, default=1024, help="2D test image edge")
-  p.add_argument("--tile", type=int, default=256)
-  p.add_argument("--repeats", type=int, default=3)
-  p.add_argument("--memory-tile", type=int, default=256)
   p.add_argument("--upsampling", default="bilinear", choices=["bilinear", "nearest"],
                  help="bilinear as CAREamics (the equal configuration)")
   p.add_argument("--cpu-devices", type=int, default=1,
@@ -225,6 +216,20 @@ def main() -> None:
                  help="model.batch_chunks: 0 = auto (8 on CPU, the default), 1 = off")
   p.add_argument("--ablate", default="",
                  help="comma-separated tricks to switch off: slice_pool, slice_upsample, fold_bn")
+
+
+def main() -> None:
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+  p.add_argument("--only", choices=["train", "predict", "memory", "all"], default="all")
+  p.add_argument("--batch-sizes", default="16,128")
+  p.add_argument("--steps", type=int, default=20, help="timed steps at batch <= 32")
+  p.add_argument("--steps-large", type=int, default=5, help="timed steps at batch > 32")
+  p.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
+  add_network_args(p)
+  p.add_argument("--predict-size", type=int, default=1024, help="2D test image edge")
+  p.add_argument("--tile", type=int, default=256)
+  p.add_argument("--repeats", type=int, default=3)
+  p.add_argument("--memory-tile", type=int, default=256)
   # child mode (one configuration)
   p.add_argument("--child", choices=["train", "predict"], default=None, help=argparse.SUPPRESS)
   p.add_argument("--batch", type=int, default=16, help=argparse.SUPPRESS)
