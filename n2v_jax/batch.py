@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from n2v_jax import checkpoint, fields as fields_lib, tiff_io
+from n2v_jax import checkpoint, fields as fields_lib, inference, tiff_io
 
 DTYPES = ("float32", "input")
 EXIT_SOME_FAILED = 2  # CLI exit status when some files of a folder failed (1: nothing ran)
@@ -169,13 +169,12 @@ def _input_notes(array: np.ndarray) -> list[str]:
 
 
 def _denoise_array(pred, name: str, data: np.ndarray, axes: str, tile: int, tta: bool):
-  from n2v_jax import predict as predict_lib
   array, spatial_axes = tiff_io.to_canonical(data, axes)
   if min(array.shape[1:-1], default=0) < 1 or array.shape[0] < 1:
     raise ValueError(f"{name}: empty image (shape {data.shape}, axes {axes})")
-  predict_lib.check_input(pred, name, array, spatial_axes)
+  inference.check_input(pred, name, array, spatial_axes)
   notes = _input_notes(array)
-  out = np.stack([predict_lib.predict_image(pred, s.astype(np.float32), tile, tta) for s in array])
+  out = np.stack([inference.predict_image(pred, s.astype(np.float32), tile, tta) for s in array])
   return tiff_io.from_canonical(out, axes, data.shape), notes
 
 

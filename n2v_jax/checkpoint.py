@@ -11,6 +11,8 @@ from typing import Any
 
 import orbax.checkpoint as ocp
 
+from n2v_jax import config_lib
+
 CHECKPOINT_DIR = "checkpoints"
 MODEL_JSON = "model.json"
 # n2v_jax/2: the U-Net's second conv per block halves the features (CSBDeep widths); models
@@ -23,6 +25,22 @@ def check_model_format(workdir: str, meta: dict) -> None:
   if found != MODEL_FORMAT:
     raise ValueError(f"{workdir}: model format {found!r}, this n2v_jax reads {MODEL_FORMAT!r} "
                      "(older versions used other U-Net widths); retrain in a new workdir")
+
+
+# model.json keys added after models were first written, with the value that reproduces
+# what those older models did.
+MODEL_ADDED_FIELDS = {"transform": "none", "channel_names": None}
+
+
+def read_model_json(workdir: str) -> dict:
+  """A workdir's model.json, format checked, keys added since it was written filled in."""
+  path = os.path.join(workdir, MODEL_JSON)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{workdir}: not a trained workdir (no {MODEL_JSON})")
+  meta = read_json(path)
+  check_model_format(workdir, meta)
+  model = config_lib.with_added_fields({"model": meta["model"]})["model"]
+  return {**MODEL_ADDED_FIELDS, **meta, "model": model}
 
 
 def write_json_atomic(path: str, obj: Any) -> None:

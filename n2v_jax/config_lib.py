@@ -39,14 +39,31 @@ def _get(config: ml_collections.ConfigDict, dotted: str) -> Any:
   return value
 
 
+def complete(config: ml_collections.ConfigDict) -> None:
+  """Adds, in place, the ADDED_FIELDS a config written before them lacks: the one place
+  where their defaults for old configs are applied."""
+  for dotted, value in ADDED_FIELDS.items():
+    *groups, name = dotted.split(".")
+    group = config
+    for g in groups:
+      group = group.get(g) if group is not None else None
+    if group is not None and name not in group:
+      with group.unlocked():
+        group[name] = value
+
+
+def with_added_fields(config_dict: dict) -> dict:
+  """A saved config.json with the ADDED_FIELDS it lacks filled in (a copy)."""
+  config = ml_collections.ConfigDict(json.loads(json.dumps(config_dict)))
+  complete(config)
+  return to_dict(config)
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
+  """Fills in fields added since the config was written (complete), then checks it."""
+  complete(config)
   for field, choices in _CHOICES.items():
-    try:
-      value = _get(config, field)
-    except (KeyError, AttributeError):
-      if field not in ADDED_FIELDS:
-        raise
-      value = ADDED_FIELDS[field]  # a config written before the field existed
+    value = _get(config, field)
     if value not in choices:
       raise ValueError(f"config.{field}={value!r}: expected one of {', '.join(choices)}")
   positive = ("train.num_steps", "train.batch_size", "train.log_every", "train.eval_every",
@@ -67,14 +84,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.train.eval_every % config.train.log_every:
     raise ValueError(f"config.train.eval_every={config.train.eval_every} must be a multiple of "
                      f"train.log_every={config.train.log_every}")
-  cpu_devices = config.train.get("cpu_devices", 0)
+  cpu_devices = config.train.cpu_devices
   if not isinstance(cpu_devices, int) or cpu_devices < 0:
     raise ValueError(f"config.train.cpu_devices={cpu_devices!r}: expected 0 (auto), 1 (off) "
                      "or a device count")
   if cpu_devices > 1 and config.train.batch_size % cpu_devices:
     raise ValueError(f"config.train.batch_size={config.train.batch_size} must be divisible by "
                      f"train.cpu_devices={cpu_devices}")
-  per_image = config.data.get("stream_patches_per_image", 1)
+  per_image = config.data.stream_patches_per_image
   if not isinstance(per_image, int) or not 1 <= per_image <= config.train.batch_size:
     raise ValueError(f"config.data.stream_patches_per_image={per_image!r}: expected an integer "
                      f"from 1 to train.batch_size ({config.train.batch_size})")
@@ -109,7 +126,9 @@ def flat(d: dict, prefix: str = "") -> dict:
 # Fields added after workdirs were first written, with the value that reproduces what
 # those older runs did: a workdir without them resumes under a current config.
 ADDED_FIELDS = {"data.streaming": False, "data.stream_cache_files": 8, "data.transform": "none",
-                "data.stream_patches_per_image": 1,
+                "data.stream_patches_per_image": 1, "data.channel_pattern": "",
+                "data.channels": [], "data.channel_names": [],
+                "data.synthetic.correlation": 0.0,
                 "model.upsampling": "nearest", "model.batch_chunks": 0, "train.cpu_devices": 1}
 
 

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from n2v_jax import checkpoint, metrics, predict, tiff_io
+from n2v_jax import checkpoint, inference, metrics, tiff_io
 
 _EXTENSIONS = (".tif", ".tiff", ".png")
 
@@ -65,7 +65,7 @@ def evaluate(workdir: str, noisy_dir: str, clean_dir: str, output_dir: str | Non
       if os.path.exists(os.path.join(output_dir, name)):
         raise FileExistsError(f"{os.path.join(output_dir, name)} exists; pass --overwrite")
   pairs = pair_files(noisy_dir, clean_dir)
-  pred = predict.load_predictor(workdir)
+  pred = inference.load_predictor(workdir)
   clean_images = {s: read_plain(c) for s, _, c in pairs}
   if data_range is None:  # the N2V convention for 8-bit data; else the set's own range
     data_range = (255.0 if all(c.dtype == np.uint8 for c in clean_images.values()) else
@@ -78,11 +78,11 @@ def evaluate(workdir: str, noisy_dir: str, clean_dir: str, output_dir: str | Non
     if noisy.shape != clean.shape:
       raise ValueError(f"{noisy_path}: shape {noisy.shape} differs from its clean image {clean.shape}")
     image = noisy[..., None] if noisy.ndim == len(pred.spatial_axes) else noisy
-    predict.check_input(pred, noisy_path, image, pred.spatial_axes)
+    inference.check_input(pred, noisy_path, image, pred.spatial_axes)
     row = {"image": stem, **{f"noisy_{k}": v for k, v in score(clean, noisy, data_range).items()}}
     for tta in tta_modes:
       t0 = time.perf_counter()
-      out = predict.predict_image(pred, image, tile=tile, tta=tta).reshape(noisy.shape)
+      out = inference.predict_image(pred, image, tile=tile, tta=tta).reshape(noisy.shape)
       seconds[tta] = seconds.get(tta, 0.0) + time.perf_counter() - t0
       tag = "tta" if tta else "plain"
       row.update({f"{tag}_{k}": v for k, v in score(clean, out, data_range).items()})

@@ -16,6 +16,8 @@ import re
 
 import numpy as np
 
+from n2v_jax import tiff_io
+
 # Named patterns; any other string is used as a regular expression.
 PATTERNS = {
     "phenix": r"^r\d+c\d+f\d+p\d+-ch(?P<channel>\d+)sk\d+fk\d+fl\d+\.tiff?$",
@@ -106,12 +108,11 @@ def group_fields(paths: list[str], pattern: str, channels=None, strict: bool = T
 
 
 def grouping(data_cfg) -> dict | None:
-  """data.channel_pattern etc. (absent in older configs) -> kwargs for load_paths."""
-  pattern = data_cfg.get("channel_pattern", "")
-  if not pattern:
+  """data.channel_pattern, channels, channel_names -> the `group` of sources.open_paths."""
+  if not data_cfg.channel_pattern:
     return None
-  return {"pattern": pattern, "channels": tuple(data_cfg.get("channels", ()) or ()),
-          "channel_names": tuple(data_cfg.get("channel_names", ()) or ())}
+  return {"pattern": data_cfg.channel_pattern, "channels": tuple(data_cfg.channels or ()),
+          "channel_names": tuple(data_cfg.channel_names or ())}
 
 
 def training_fields(paths: list[str], group: dict) -> tuple[list[Field], list[str] | None]:
@@ -133,10 +134,20 @@ def field_name(field: Field) -> str:
   return os.path.join(os.path.dirname(field.paths[0]), field.key)
 
 
+def without_channel(path: str, axes: str, shape: tuple) -> tuple[str, tuple]:
+  """A single-channel file's axes and shape with its size-1 C axis dropped (else an error)."""
+  if "C" not in axes:
+    return axes, tuple(shape)
+  c = axes.index("C")
+  if shape[c] != 1:
+    raise ValueError(f"{path}: has {shape[c]} channels; a channel pattern groups "
+                     "single-channel files")
+  return axes.replace("C", ""), tuple(shape[:c]) + tuple(shape[c + 1:])
+
+
 def read_field(field: Field, axes: str | None = None) -> tuple[np.ndarray, str, list]:
   """The field as one array with a leading C axis, its axes (e.g. 'CYX'), and the
   per-channel tiff_io.Images (for metadata)."""
-  from n2v_jax import tiff_io
   images = [tiff_io.read_image(p, axes) for p in field.paths]
   first = images[0]
   for img in images[1:]:
@@ -146,14 +157,5 @@ def read_field(field: Field, axes: str | None = None) -> tuple[np.ndarray, str, 
     if img.data.dtype != first.data.dtype:
       raise ValueError(f"{img.path}: dtype {img.data.dtype} differs from {first.path} "
                        f"({first.data.dtype}) in field {field.key}")
-  planes, rest = [], first.axes
-  if "C" in first.axes:
-    c = first.axes.index("C")
-    if first.data.shape[c] != 1:
-      raise ValueError(f"{first.path}: has {first.data.shape[c]} channels; a channel pattern "
-                       "groups single-channel files")
-    rest = first.axes.replace("C", "")
-    planes = [np.take(img.data, 0, axis=c) for img in images]
-  else:
-    planes = [img.data for img in images]
-  return np.stack(planes), "C" + rest, images
+  rest, shape = without_channel(first.path, first.axes, first.data.shape)
+  return np.stack([img.data.reshape(shape) for img in images]), "C" + rest, images

@@ -1,4 +1,8 @@
-"""Intensity transforms applied before normalization (`data.transform`), and their inverses.
+"""What happens to a pixel's value between the file and the network, and back.
+
+`Normalizer` is the one place: the intensity transform (`data.transform`), then the
+per-channel statistics (`data.normalization`), forward for training, validation and
+prediction, inverse for prediction's output.
 
 Photon-counting data (fluorescence, Cell Painting) has noise that grows with intensity:
 bright nuclei carry noise of hundreds of counts, the background ~10. On the raw scale the
@@ -8,6 +12,7 @@ roughly unit-variance at every intensity, so every region weighs alike in the lo
 The model learns and predicts in the transformed space; prediction maps back.
 """
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -50,3 +55,58 @@ def warn_if_negative(images: list[np.ndarray], kind: str) -> None:
     if negative:
       logging.warning("data.transform=anscombe expects counts >= 0; %d negative pixel(s) are "
                       "treated as 0 (use data.transform=none for signed data)", negative)
+
+
+def statistics(images: list[np.ndarray], kind: str,
+               percentiles: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+  """Per-channel (offset, scale) of transformed (*, C) images: mean/std, or the low
+  percentile and the width up to the high one."""
+  flat = np.concatenate([im.reshape(-1, im.shape[-1]) for im in images]).astype(np.float64)
+  if kind == "meanstd":
+    mean, std = flat.mean(0), flat.std(0)
+  elif kind == "percentile":
+    lo, hi = np.percentile(flat, percentiles, axis=0)
+    mean, std = lo, hi - lo
+  else:
+    raise ValueError(f"data.normalization={kind!r}: expected 'meanstd' or 'percentile'")
+  flat_channels = std <= 1e-8 * (np.abs(mean) + 1.0)
+  if flat_channels.any():
+    logging.warning("Channel(s) %s are constant in the training data; normalizing them by "
+                    "offset only.", np.flatnonzero(flat_channels).tolist())
+    std = np.where(flat_channels, 1.0, std)
+  return mean, std
+
+
+@dataclasses.dataclass(frozen=True)
+class Normalizer:
+  """x_norm = (forward(x, transform) - mean) / std, per channel (the last axis)."""
+  mean: np.ndarray  # (C,) float64
+  std: np.ndarray  # (C,) float64
+  transform: str = "none"
+
+  @classmethod
+  def fit(cls, images: list[np.ndarray], kind: str, percentiles: tuple[float, float],
+          transform: str) -> "Normalizer":
+    """From (a sample of) the raw training pixels."""
+    warn_if_negative(images, transform)
+    mean, std = statistics([forward(im, transform) for im in images], kind, percentiles)
+    return cls(mean, std, transform)
+
+  def __call__(self, x: np.ndarray) -> np.ndarray:
+    """Patches and training images: float64 arithmetic, float32 result."""
+    return ((forward(x, self.transform) - self.mean) / self.std).astype(np.float32)
+
+  def image(self, x: np.ndarray) -> np.ndarray:
+    """A whole image to predict: float32 throughout (no image-sized float64 copy)."""
+    x = np.array(x, dtype=np.float32)
+    if self.transform != "none":
+      x = forward(x, self.transform)
+    x -= self.mean.astype(np.float32)
+    x /= self.std.astype(np.float32)
+    return x
+
+  def inverse(self, y: np.ndarray) -> np.ndarray:
+    """Network output (float32, modified in place) -> data units."""
+    y *= self.std.astype(np.float32)
+    y += self.mean.astype(np.float32)
+    return inverse(y, self.transform)

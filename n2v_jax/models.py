@@ -28,7 +28,6 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -160,8 +159,7 @@ def apply_model(model: "UNet", variables: Any, x: jax.Array, **kwargs) -> jax.Ar
 
 def batch_chunks_of(model_cfg: Any) -> int:
   """model.batch_chunks: 0 = auto (AUTO_BATCH_CHUNKS_CPU on CPU, 1 on accelerators)."""
-  n = int(model_cfg.get("batch_chunks", 0) if hasattr(model_cfg, "get")
-          else getattr(model_cfg, "batch_chunks", 0))
+  n = int(model_cfg.batch_chunks)
   if n < 0:
     raise ValueError(f"model.batch_chunks={n}: expected 0 (auto) or a positive count")
   if n == 0:
@@ -170,8 +168,7 @@ def batch_chunks_of(model_cfg: Any) -> int:
 
 
 def upsampling_of(model_cfg: Any) -> str:
-  up = str(model_cfg.get("upsampling", "nearest") if hasattr(model_cfg, "get")
-           else getattr(model_cfg, "upsampling", "nearest"))  # absent in older configs
+  up = str(model_cfg.upsampling)
   if up not in ("nearest", "bilinear"):
     raise ValueError(f"model.upsampling={up!r}: expected 'nearest' or 'bilinear'")
   return up

@@ -19,10 +19,8 @@ on that config up to float rounding (tests/test_multi.py). One device (no data s
 """
 
 import functools
-import json
 import os
 import sys
-import time
 from typing import Any, Sequence
 
 import jax
@@ -30,7 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from n2v_jax import checkpoint, config_lib, data as data_lib, loop, models, report, steps, train
+from n2v_jax import checkpoint, config_lib, data as data_lib, loop, models, run_setup, steps
 
 VMAPPED = ("seed", "opt.learning_rate")
 PER_MODEL_GROUPS = ("mask",)  # config groups each model may set on its own (static)
@@ -40,16 +38,17 @@ def _per_model(key: str) -> bool:
   return key in VMAPPED or key.split(".")[0] in PER_MODEL_GROUPS
 
 
-def _static_part(config: ml_collections.ConfigDict) -> dict:
+def static_part(config: ml_collections.ConfigDict) -> dict:
+  """The fields that must be equal for configs to share one program."""
   flat = config_lib.flat(config_lib.to_dict(config))
   return {k: v for k, v in flat.items() if not _per_model(k)}
 
 
 def incompatibility(configs: Sequence[ml_collections.ConfigDict]) -> str | None:
   """Why these configs cannot share one program (None when they can)."""
-  first = _static_part(configs[0])
+  first = static_part(configs[0])
   for c in configs[1:]:
-    other = _static_part(c)
+    other = static_part(c)
     diff = sorted(k for k in set(first) | set(other) if first.get(k) != other.get(k))
     if diff:
       return (f"they differ in {', '.join(diff)} (only {', '.join(VMAPPED)} and the "
@@ -119,15 +118,12 @@ def train_many(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[
   print(f"Training {k} models in one program ({mode}) on 1 {device.platform} device "
         f"({device.device_kind}).", file=sys.stderr)
 
-  datasets, patch = [], None
+  datasets = []
   for c in configs:
-    if c.data.get("streaming", False):  # sweeps then train these points one by one
+    if c.data.streaming:  # sweeps then train these points one by one
       raise ValueError("data.streaming=True is not supported by train_many; train each "
                        "config with n2v_jax.train")
-    raw = data_lib.load_raw(c.data, c.seed)
-    patch = data_lib.resolve_patch_shape(c.data.patch_shape, len(raw.spatial_axes),
-                                         models.divisor(c.model.depth))
-    datasets.append(data_lib.build_dataset(c.data, raw, patch, c.seed))
+    datasets.append(data_lib.load(c.data, c.seed, models.divisor(c.model.depth)))
   shapes = {(d.train_NSC.shape, None if d.val_inputs is None else d.val_inputs.shape)
             for d in datasets}
   if len(shapes) > 1:
@@ -135,27 +131,18 @@ def train_many(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[
                      f"({sorted(map(str, shapes))})")
   model = models.make_model(config.model, datasets[0].in_channels)
   tx = steps.make_optimizer(config.opt)
-  specs = [steps.step_spec(c, patch) for c in configs]
+  specs = [steps.step_spec(c, datasets[0].patch) for c in configs]
   spec, same_masking = specs[0], len(set(specs)) == 1
 
+  for c, w in zip(configs, workdirs):
+    run_setup.check_resume(w, c)
   for c, d, w in zip(configs, datasets, workdirs):
-    config_dict = config_lib.to_dict(c)
-    train._check_resume(w, config_dict)
-  for c, d, w in zip(configs, datasets, workdirs):
-    os.makedirs(w, exist_ok=True)
-    config_dict = config_lib.to_dict(c)
-    config_dict["runtime"] = {"devices": 1, "device_kind": device.device_kind,
-                              "platform": device.platform, "processes": jax.process_count(),
-                              "jax": jax.__version__, "vmapped_models": k}
-    checkpoint.write_json_atomic(os.path.join(w, "config.json"), config_dict)
-    checkpoint.write_json_atomic(os.path.join(w, checkpoint.MODEL_JSON),
-                                 train.model_metadata(c, d, patch))
+    run_setup.write_run_files(w, c, d, {"devices": 1, "device_kind": device.device_kind,
+                                        "platform": device.platform, "vmapped_models": k})
 
-  roots = [jax.random.key(c.seed) for c in configs]  # as train.py: fold_in(root, 0/1/2)
-  init_keys, train_keys, val_keys = (jnp.stack([jax.random.fold_in(r, i) for r in roots])
-                                     for i in range(3))
-  init_fn = functools.partial(steps.create_train_state, model=model, tx=tx,
-                              input_shape=(1, *patch, datasets[0].in_channels))
+  init_keys, train_keys, val_keys = (jnp.stack(ks) for ks in
+                                     zip(*[run_setup.keys(c.seed) for c in configs]))
+  init_fn = run_setup.init_fn(model, tx, datasets[0])
   mngrs = [checkpoint.manager(w, keep=c.train.keep_checkpoints) for c, w in zip(configs, workdirs)]
   abstract = jax.eval_shape(init_fn, init_keys[0])
   restored = [checkpoint.restore(m, abstract) for m in mngrs]
@@ -169,9 +156,6 @@ def train_many(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[
     raise ValueError(f"cannot resume these workdirs together: their checkpoints are at "
                      f"steps {found}; resume them one by one with n2v_jax.train")
   del restored
-  metrics_paths = [os.path.join(w, "metrics.jsonl") for w in workdirs]
-  for p in metrics_paths:
-    train._truncate_metrics(p, start)
 
   shared_data = _same([d.train_NSC for d in datasets]) and _same([d.train_sizes for d in datasets])
   data_axis = None if shared_data else 0
@@ -206,65 +190,20 @@ def train_many(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[
   p_step = jax.jit(batched_step, donate_argnums=(0,))
   val = None
   if datasets[0].val_inputs is not None and len(datasets[0].val_inputs):
-    val_targets = jnp.asarray(np.stack([d.val_inputs for d in datasets]))
-    if same_masking:  # fixed masks, as train.py draws them per model
-      val_masked, val_mask = jax.jit(jax.vmap(functools.partial(steps.mask_batch, spec=spec)))(
-          val_keys, val_targets)
-    else:
-      parts = [jax.jit(functools.partial(steps.mask_batch, spec=sp))(key, t)
-               for sp, key, t in zip(specs, val_keys, val_targets)]
-      val_masked, val_mask = (jnp.stack(xs) for xs in zip(*parts))
-    p_eval = jax.jit(jax.vmap(functools.partial(steps.eval_loss, model=model, spec=spec)))
-    val = (val_masked, val_targets, val_mask)
+    # fixed masks, each model's drawn as its own run draws them
+    parts = [run_setup.validation_set(key, jnp.asarray(d.val_inputs), sp)
+             for sp, key, d in zip(specs, val_keys, datasets)]
+    val = tuple(jnp.stack(xs) for xs in zip(*parts))
+  p_eval = jax.jit(jax.vmap(functools.partial(steps.eval_loss, model=model, spec=spec)))
   p_plateau = jax.jit(jax.vmap(functools.partial(
       steps.update_plateau, factor=config.opt.plateau_factor,
       patience=config.opt.plateau_patience)))
-
-  num_steps, batch = config.train.num_steps, config.train.batch_size
-  progress = report.Progress(start, num_steps, batch * k, config.train.progress)
-
-  def on_sync(state, sync: loop.Sync):
-    bad = sync.first_bad
-    if bad is not None:
-      i = bad[1][0]
-      raise train.NonFiniteLossError(
-          f"non-finite training loss at step {bad[0]} of the model in {workdirs[i]} "
-          f"(opt.learning_rate={lrs[i]}); lower its learning rate")
-    if sync.log:
-      lr_now = np.asarray(sync.metrics["learning_rate"])
-      patches_per_s = sync.window_steps * batch / max(sync.window_seconds, 1e-9)
-      val_loss = None
-      if val is not None and sync.evaluate:
-        val_loss = p_eval(state, *val)
-        if config.opt.schedule == "plateau":
-          state = p_plateau(state, val_loss)
-        val_loss = np.asarray(val_loss)
-      for i, path in enumerate(metrics_paths):
-        record = {"step": sync.step, "train_loss": float(sync.losses[:, i].mean()),
-                  "learning_rate": float(lr_now[i]), "patches_per_s": patches_per_s,
-                  "time": time.time(), "vmapped_models": k}
-        if val_loss is not None:
-          record["val_loss"] = float(val_loss[i])
-        with open(path, "a") as f:
-          f.write(json.dumps(record) + "\n")
-      progress.update(sync.step, {"train_loss": float(sync.losses.mean()),
-                                  "patches_per_s": patches_per_s * k})
-    if sync.save:
-      for i, m in enumerate(mngrs):
-        checkpoint.save(m, sync.step, _unstack(state, i))
-    return state
+  on_sync = run_setup.SyncHandler(config, workdirs, mngrs, start, p_eval, val, p_plateau,
+                                  stacked=True, extra={"vmapped_models": k})
 
   state, stopped = loop.run(lambda s: p_step(s, images, sizes, train_keys, base_lr), state,
                             start, config.train, stop_after, on_sync, preemption)
-  for m in mngrs:
-    m.wait_until_finished()
-  progress.close()
+  on_sync.close()
   if stopped is not None:
-    return [{"stopped_at": stopped, **({"signal": preemption.signum}
-                                       if preemption is not None and preemption.signum else {})}
-            for _ in configs]
-  summaries = []
-  for i, (c, d, w) in enumerate(zip(configs, datasets, workdirs)):
-    report.plot_losses(metrics_paths[i], os.path.join(w, "loss.png"))
-    summaries.append(report.final_evaluation(c, w, d, _unstack(state, i).variables, model))
-  return summaries
+    return [run_setup.stopped_summary(stopped, preemption) for _ in configs]
+  return [run_setup.finish(c, w, d) for c, d, w in zip(configs, datasets, workdirs)]

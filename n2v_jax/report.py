@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from n2v_jax import checkpoint, metrics
+from n2v_jax import checkpoint, inference, metrics
 
 
 class Progress:
@@ -82,26 +82,27 @@ def before_after_figure(noisy: np.ndarray, denoised: np.ndarray, clean: np.ndarr
   _save_figure(fig, out_png)
 
 
-def final_evaluation(config: Any, workdir: str, dataset: Any, variables: Any, model: Any) -> dict:
-  """Denoises the training data when clean ground truth is known; writes summary.json."""
-  from n2v_jax import predict
+def final_evaluation(config: Any, workdir: str,
+                     samples: tuple[list[np.ndarray], list[np.ndarray]] | None) -> dict:
+  """Denoises (noisy, clean) raw samples, when ground truth is known, with the saved model;
+  writes summary.json."""
   summary = {"steps": config.train.num_steps, "workdir": workdir}
-  raw = dataset.raw
-  if raw.clean is not None:
-    pred = predict.load_predictor(workdir)
+  if samples is not None:
+    noisy, clean = samples
+    pred = inference.load_predictor(workdir)
     t0 = time.perf_counter()
-    denoised = [predict.predict_image(pred, im, config.predict.tile, config.predict.tta)
-                for im in raw.images]
+    denoised = [inference.predict_image(pred, im, config.predict.tile, config.predict.tta)
+                for im in noisy]
     summary["predict_seconds"] = time.perf_counter() - t0
-    ranges = [float(c.max() - c.min()) for c in raw.clean]
+    ranges = [float(c.max() - c.min()) for c in clean]
     summary["psnr_noisy"] = float(np.mean([metrics.psnr(c, n, r) for c, n, r in
-                                           zip(raw.clean, raw.images, ranges)]))
+                                           zip(clean, noisy, ranges)]))
     summary["psnr_denoised"] = float(np.mean([metrics.psnr(c, d, r) for c, d, r in
-                                              zip(raw.clean, denoised, ranges)]))
+                                              zip(clean, denoised, ranges)]))
     summary["psnr_data_range"] = "clean max - min per image"
     print(f"PSNR noisy {summary['psnr_noisy']:.2f} dB -> denoised "
           f"{summary['psnr_denoised']:.2f} dB")
-    before_after_figure(raw.images[0][..., 0], denoised[0][..., 0], raw.clean[0][..., 0],
+    before_after_figure(noisy[0][..., 0], denoised[0][..., 0], clean[0][..., 0],
                         os.path.join(workdir, "before_after.png"))
   checkpoint.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
   return summary

@@ -112,7 +112,7 @@ def vmap_groups(configs: list[ml_collections.ConfigDict], max_vmap: int) -> list
   """Indices of points that can share one program (differ only in what multi allows)."""
   groups: dict[str, list[int]] = {}
   for i, c in enumerate(configs):
-    key = json.dumps(multi._static_part(c), sort_keys=True, default=str)
+    key = json.dumps(multi.static_part(c), sort_keys=True, default=str)
     groups.setdefault(key, []).append(i)
   out = []
   for members in groups.values():

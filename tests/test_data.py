@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from n2v_jax import data
+from n2v_jax import data, intensity, sources
 from tests.helpers import tiny_config
 
 
@@ -35,23 +35,24 @@ def test_augmentation_gives_all_eight_symmetries():
 
 
 def test_split_holds_out_images_or_rows():
-  raw = data.RawData([np.zeros((32, 32, 1), np.float32)] * 10, ["x"] * 10, "YX", None)
+  cfg = tiny_config(**{"data.axes": "SYX"}).data
+  raw = sources.open_source(cfg, 0, array=np.zeros((10, 32, 32), np.float32))
   train, val = data.split_validation(raw, 0.2, (16, 16), seed=0)
   assert len(train) == 8 and len(val) == 2
-  single = data.RawData([np.zeros((100, 32, 1), np.float32)], ["x"], "YX", None)
+  single = sources.open_source(cfg, 0, array=np.zeros((1, 100, 32), np.float32))
   train, val = data.split_validation(single, 0.2, (16, 16), seed=0)
-  assert train[0].shape == (80, 32, 1) and val[0].shape == (20, 32, 1)
+  assert train.read_whole(0).shape == (80, 32, 1) and val.read_whole(0).shape == (20, 32, 1)
 
 
 def test_normalization_per_channel_and_percentile():
   rng = np.random.default_rng(0)
   image = np.stack([rng.normal(10, 2, (50, 50)), rng.normal(1000, 50, (50, 50))], -1)
-  mean, std = data.normalization_stats([image], "meanstd", (1, 99))
+  mean, std = intensity.statistics([image], "meanstd", (1, 99))
   np.testing.assert_allclose(mean, image.reshape(-1, 2).mean(0))
-  lo, scale = data.normalization_stats([image], "percentile", (1, 99))
+  lo, scale = intensity.statistics([image], "percentile", (1, 99))
   np.testing.assert_allclose(lo, np.percentile(image.reshape(-1, 2), 1, axis=0))
   constant = np.full((10, 10, 1), 7.0)
-  mean, std = data.normalization_stats([constant], "meanstd", (1, 99))
+  mean, std = intensity.statistics([constant], "meanstd", (1, 99))
   assert std[0] == 1.0 and mean[0] == 7.0
 
 

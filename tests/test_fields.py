@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from n2v_jax import batch, data as data_lib, fields, predict, tiff_io, train
+from n2v_jax import batch, data as data_lib, fields, predict, sources, tiff_io, train
 from tests.helpers import noisy_stack, tiny_config
 
 
@@ -75,15 +75,16 @@ def test_load_grouped_folder_equals_stacked_channels(tmp_path):
   written = _write_plate(tmp_path / "plate", wells=((1, 1),), fields_per_well=2)
   cfg = tiny_config(**{"data.path": str(tmp_path / "plate"), "data.channel_pattern": "phenix",
                        "data.channels": (5, 2), "data.channel_names": ("DNA", "AGP")})
-  raw = data_lib.load_raw(cfg.data, 0)
+  raw = sources.open_source(cfg.data, 0)
   assert raw.channel_names == ["DNA", "AGP"] and raw.spatial_axes == "YX"
-  assert len(raw.images) == 2 and raw.images[0].shape == (40, 40, 2)
-  np.testing.assert_array_equal(raw.images[1][..., 0], written[_phenix(1, 1, 2, 5)])
-  np.testing.assert_array_equal(raw.images[1][..., 1], written[_phenix(1, 1, 2, 2)])
+  images = [raw.sample(i) for i in range(len(raw))]
+  assert len(images) == 2 and images[0].shape == (40, 40, 2)
+  np.testing.assert_array_equal(images[1][..., 0], written[_phenix(1, 1, 2, 5)])
+  np.testing.assert_array_equal(images[1][..., 1], written[_phenix(1, 1, 2, 2)])
   bad = tiny_config(**{"data.path": str(tmp_path / "plate"), "data.channel_pattern": "phenix",
                        "data.channel_names": ("DNA",)})
   with pytest.raises(ValueError, match="1 names for 3 channels"):
-    data_lib.load_raw(bad.data, 0)
+    sources.open_source(bad.data, 0)
 
 
 def test_train_and_batch_denoise_a_phenix_plate(tmp_path):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from n2v_jax import config_lib, data as data_lib, intensity, predict, streaming, train
+from n2v_jax import config_lib, data as data_lib, intensity, predict, sources, train
 from tests.helpers import tiny_config, write_tiff
 
 
@@ -38,14 +38,14 @@ def _poisson_image(tmp_path, shape=(64, 64)):
 def test_statistics_are_of_the_transformed_data_in_memory_and_streaming(tmp_path):
   path, noisy = _poisson_image(tmp_path)
   config = tiny_config(**{"data.path": path, "data.transform": "anscombe"})
-  ds = data_lib.build_dataset(config.data, data_lib.load_raw(config.data, 0), (16, 16), 0)
+  ds = data_lib.build_dataset(config.data, sources.open_source(config.data, 0), (16, 16), 0)
   train_rows = noisy[:ds.train_sizes[0][0]].astype(np.float64)
   transformed = 2 * np.sqrt(train_rows + 0.375)
   np.testing.assert_allclose(ds.mean, [transformed.mean()], rtol=1e-6)
   np.testing.assert_allclose(ds.std, [transformed.std()], rtol=1e-5)
   assert ds.transform == "anscombe"
   config.data.streaming = True
-  sds = streaming.build_dataset(config.data, streaming.load_raw(config.data, 0), (16, 16), 0)
+  sds = data_lib.build_dataset(config.data, sources.open_source(config.data, 0), (16, 16), 0)
   np.testing.assert_allclose(sds.mean, ds.mean, rtol=1e-6)
   np.testing.assert_allclose(sds.val_inputs, ds.val_inputs, rtol=1e-6, atol=1e-6)
   patch = sds.sampler(4, False, 0).batch(0)

@@ -8,7 +8,7 @@ import pytest
 import tifffile
 
 from configs import jump
-from n2v_jax import config_lib, data as data_lib, predict, tiff_io, train
+from n2v_jax import config_lib, data as data_lib, predict, sources, tiff_io, train
 from tests.helpers import data_root, noisy_stack, tiny_config, write_tiff
 
 JUMP_FIELD = os.path.join(data_root(), "microscopy", "jump_cpg0000_BR00117006_A01_s1")
@@ -73,8 +73,8 @@ def test_train_on_folder_of_hyperstacks_shared_masks_independent_channels(tmp_pa
 def test_train_on_one_scyx_stack(tmp_path):
   path = write_tiff(tmp_path / "stack.tif", noisy_stack(0, (3, 4, 32, 32)), "TCYX")
   config = _shrink(jump.get_config("stack"), **{"data.path": path, "data.axes": "SCYX"})
-  raw = data_lib.load_raw(config.data, 0)
-  assert len(raw.images) == 3 and raw.images[0].shape == (32, 32, 4)
+  raw = sources.open_source(config.data, 0)
+  assert len(raw) == 3 and raw.sample(0).shape == (32, 32, 4)
   train.train_and_evaluate(config, str(tmp_path / "w"))
   assert predict.load_predictor(str(tmp_path / "w")).in_channels == 4
 
@@ -92,7 +92,7 @@ def test_folder_with_mixed_channel_counts_is_a_clear_error(tmp_path):
 
 @pytest.mark.skipif(not os.path.isdir(JUMP_FIELD), reason=f"JUMP sample data not found at {JUMP_FIELD}")
 def test_raw_phenix_lzw_files_group_into_the_hyperstack():
-  orig = data_lib.load_raw(jump.get_config("orig").data, 0)
+  orig = sources.open_source(jump.get_config("orig").data, 0)
   stack = tiff_io.read_image(jump.get_config().data.path)
   assert orig.channel_names == stack.channel_names == ["DNA", "RNA", "AGP"]
-  np.testing.assert_array_equal(orig.images[0], np.moveaxis(stack.data, 0, -1).astype(np.float32))
+  np.testing.assert_array_equal(orig.sample(0), np.moveaxis(stack.data, 0, -1).astype(np.float32))

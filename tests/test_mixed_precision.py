@@ -6,13 +6,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from n2v_jax import data as data_lib, models, steps
+from n2v_jax import data as data_lib, models, sources, steps
 from tests.helpers import tiny_config
 
 
 def _two_steps(dtype):
   config = tiny_config(**{"model.dtype": dtype})
-  raw = data_lib.load_raw(config.data, config.seed)
+  raw = sources.open_source(config.data, config.seed)
   patch = tuple(config.data.patch_shape)
   ds = data_lib.build_dataset(config.data, raw, patch, config.seed)
   model, tx = models.make_model(config.model, ds.in_channels), steps.make_optimizer(config.opt)

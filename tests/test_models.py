@@ -51,7 +51,7 @@ def _x(shape, seed=1):
 def _cfg(**kw):
   cfg = ml_collections.ConfigDict(dict(
       depth=2, features=4, kernel_size=3, batch_norm=True, residual=False, n2v2=False,
-      independent_channels=False, dtype="float32"))
+      independent_channels=False, dtype="float32", upsampling="nearest", batch_chunks=0))
   cfg.update(kw)
   return cfg
 

@@ -23,9 +23,9 @@ config = tiny_config(**{"train.batch_size": 8, "train.num_steps": 4, "train.chec
 # 1) One step of the step train.py builds, from the same state: on n devices the batch is
 #    really partitioned (per-device patches (B/n, ...), gradients all-reduced).
 import functools
-from n2v_jax import data as data_lib, models, steps
-devices, batch_sharding, replicated = train._devices(config)
-raw = data_lib.load_raw(config.data, config.seed)
+from n2v_jax import data as data_lib, models, sources, steps
+devices, batch_sharding, replicated = train.shardings(config)
+raw = sources.open_source(config.data, config.seed)
 patch = tuple(config.data.patch_shape)
 ds = data_lib.build_dataset(config.data, raw, patch, config.seed)
 model, tx = models.make_model(config.model, ds.in_channels), steps.make_optimizer(config.opt)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from n2v_jax import predict, tiff_io, train
+from n2v_jax import inference, predict, symmetry, tiff_io, train
 from tests.helpers import REPO, noisy_stack, tiny_config, write_tiff
 
 
@@ -65,12 +65,13 @@ def test_tta_averages_eight_transforms(workdir_2d, shape, tile, slices, batched)
   pred = dataclasses.replace(pred, model=pred.model.clone(batch_chunks=slices))
   image = noisy_stack(5, shape)
   with_tta = predict.predict_image(pred, image, tile=tile, tta=True)
-  manual = np.mean([inv(predict.predict_image(pred, np.ascontiguousarray(fwd(image)), tile=tile))
-                    for fwd, inv in predict._transforms(2)], axis=0)
+  manual = np.mean([symmetry.invert(predict.predict_image(
+      pred, np.ascontiguousarray(symmetry.apply(image, k)), tile=tile), k) for k in range(8)],
+      axis=0)
   np.testing.assert_allclose(with_tta, manual, rtol=1e-5, atol=1e-4)
   assert with_tta.shape == image.shape
   x = np.zeros(shape, np.float32)
-  assert (predict.predict_normalized(pred, x, tile, tta=True) is not None) == batched
+  assert (inference.predict_normalized(pred, x, tile, tta=True) is not None) == batched
 
 
 def test_predict_file_keeps_shape_axes_metadata(workdir_2d, tmp_path):
@@ -145,13 +146,13 @@ def test_cli_predict_and_errors(workdir_2d, tmp_path):
     ([40, 40], 0, 8), ([12, 400], 64, 3)])
 def test_tile_plan_covers_the_image_with_aligned_bounded_tiles(aligned, tile, n_parallel):
   halo, divisor = 8, 4
-  counts, cores = predict.plan_tiles(aligned, tile, halo, divisor, n_parallel)
+  counts, cores = inference.plan_tiles(aligned, tile, halo, divisor, n_parallel)
   for a, n, c in zip(aligned, counts, cores):
     assert c % divisor == 0 and n * c >= a and (n - 1) * c < a  # covers, no idle tile
     if tile:
       assert c + 2 * halo <= max(tile, 2 * halo + 4 * divisor)
   if tile:
-    assert n_parallel * np.prod([c + 2 * halo for c in cores]) <= predict.MAX_VOXELS_PER_CALL
+    assert n_parallel * np.prod([c + 2 * halo for c in cores]) <= inference.MAX_VOXELS_PER_CALL
   else:
     assert counts == [1] * len(aligned) and cores == aligned
 
@@ -160,7 +161,7 @@ def test_planned_cost_beats_the_naive_grid_with_parallel_slices():
   # 1024^2 in tiles of <= 512 on 8 parallel slices: the naive 3x3 grid of 464-cores would
   # fill 2 calls of 8 (16 tiles); the plan picks a count with less computed area.
   halo, divisor = 24, 4
-  counts, cores = predict.plan_tiles([1024, 1024], 512, halo, divisor, 8)
+  counts, cores = inference.plan_tiles([1024, 1024], 512, halo, divisor, 8)
   cost = -(-np.prod(counts) // 8) * 8 * np.prod([c + 2 * halo for c in cores])
   assert cost < 16 * (464 + 2 * halo) ** 2
 

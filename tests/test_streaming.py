@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from n2v_jax import data as data_lib, predict, streaming, tiff_io, train
+from n2v_jax import data as data_lib, predict, sources, symmetry, tiff_io, train
 from tests.helpers import noisy_stack, tiny_config, write_tiff
 
 
@@ -21,8 +21,8 @@ def _stack(tmp_path, shape=(5, 40, 48), name="s.tif", seed=0):
 
 def _dataset(path, patch=(16, 16), seed=0, **overrides):
   config = tiny_config(**{"data.path": str(path), "data.streaming": True, **overrides})
-  raw = streaming.load_raw(config.data, seed)
-  return streaming.build_dataset(config.data, raw, patch, seed), config
+  raw = sources.open_source(config.data, seed)
+  return data_lib.build_dataset(config.data, raw, patch, seed), config
 
 
 def _crop(sample_YXC, origin, patch):
@@ -38,7 +38,7 @@ def _expected(ds, sampler, step, full_SYXC):
     sample = full_SYXC[views.sample[v[b]]].astype(np.float32)
     crop = _crop(sample, views.origin[v[b]] + corners[b], sampler.patch)
     x = ((crop - ds.mean) / ds.std).astype(np.float32)
-    out.append(streaming._symmetry(x, int(sym[b])) if sampler.augment else x)
+    out.append(symmetry.apply(x, int(sym[b])) if sampler.augment else x)
   return np.stack(out)
 
 
@@ -62,7 +62,7 @@ def test_patches_are_crops_of_the_file(tmp_path):
       np.testing.assert_array_equal(sampler.batch(step), _expected(ds, sampler, step, full))
   assert len({int(s) for step in range(5) for s in ds.sampler(16, True, 0).draw(step)[2]}) > 4
   x = np.arange(16, dtype=np.float32).reshape(4, 4, 1)
-  assert len({streaming._symmetry(x, k).tobytes() for k in range(8)}) == 8
+  assert len({symmetry.apply(x, k).tobytes() for k in range(8)}) == 8
 
 
 def test_images_chosen_in_proportion_to_patch_positions(tmp_path):
@@ -80,7 +80,7 @@ def test_images_chosen_in_proportion_to_patch_positions(tmp_path):
 
 def test_uncompressed_files_are_memory_mapped_not_loaded(tmp_path, monkeypatch):
   path = write_tiff(tmp_path / "big.tif", noisy_stack(0, (200, 64, 64)), "TYX")  # 3.3 MB
-  monkeypatch.setattr(streaming, "STATS_PIXELS", 4096)
+  monkeypatch.setattr(data_lib, "STATS_PIXELS", 4096)
   tracemalloc.start()
   try:
     ds, _ = _dataset(path)
@@ -90,12 +90,12 @@ def test_uncompressed_files_are_memory_mapped_not_loaded(tmp_path, monkeypatch):
     peak = tracemalloc.get_traced_memory()[1]
   finally:
     tracemalloc.stop()
-  assert isinstance(ds.raw.store.files[0].data, np.memmap)
+  assert isinstance(ds.source.store.files[0].data, np.memmap)
   assert peak < os.path.getsize(path) / 8, peak
   npy = tmp_path / "s.npy"
   np.save(npy, noisy_stack(1, (3, 32, 32)))
   ds, _ = _dataset(npy, **{"data.axes": "SYX"})
-  assert isinstance(ds.raw.store.files[0].data, np.memmap) and len(ds.raw) == 3
+  assert isinstance(ds.source.store.files[0].data, np.memmap) and len(ds.source) == 3
   img = tiff_io.read_image(path, lazy=True)
   assert isinstance(img.data, np.memmap) and img.axes == "TYX"
 
@@ -108,7 +108,7 @@ def test_compressed_files_read_on_demand_with_lru_cache(tmp_path):
     tifffile.imwrite(folder / f"{i}.tif", s, imagej=True, metadata={"axes": "TYX"},
                      compression="lzw", photometric="minisblack")
   ds, _ = _dataset(folder, **{"data.stream_cache_files": 2})
-  store = ds.raw.store
+  store = ds.source.store
   assert all(f.data is None for f in store.files)
   assert isinstance(tiff_io.read_image(folder / "0.tif", lazy=True).data, tiff_io.Unread)
   full = np.concatenate(stacks)[..., None]  # samples in file order, as raw indexes them
@@ -121,7 +121,7 @@ def test_compressed_files_read_on_demand_with_lru_cache(tmp_path):
 def test_small_data_gives_the_in_memory_statistics_and_validation(tmp_path):
   path, _ = _stack(tmp_path, shape=(6, 40, 48))
   ds, config = _dataset(path)
-  raw = data_lib.load_raw(config.data, 0)
+  raw = sources.open_source(config.data, 0)
   ref = data_lib.build_dataset(config.data, raw, (16, 16), 0)
   np.testing.assert_array_equal(ds.mean, ref.mean)
   np.testing.assert_array_equal(ds.std, ref.std)
@@ -129,7 +129,7 @@ def test_small_data_gives_the_in_memory_statistics_and_validation(tmp_path):
   # one image: its last rows are held out, read alone, and never trained on
   one = write_tiff(tmp_path / "one.tif", noisy_stack(3, (80, 48)), "YX")
   ds, config = _dataset(one, **{"data.val_fraction": 0.25})
-  ref = data_lib.build_dataset(config.data, data_lib.load_raw(config.data, 0), (16, 16), 0)
+  ref = data_lib.build_dataset(config.data, sources.open_source(config.data, 0), (16, 16), 0)
   np.testing.assert_array_equal(ds.val_inputs, ref.val_inputs)
   assert ds.train.size.tolist() == [[60, 48]] and ds.val_inputs.shape[0] == 3
   corners = np.concatenate([ds.sampler(16, False, 0).draw(s)[1] for s in range(50)])
@@ -142,16 +142,18 @@ def test_subsampled_statistics_close_to_full_data(tmp_path):
   path = write_tiff(tmp_path / "g.tif", data, "TYX")
   ds, _ = _dataset(path, **{"data.val_fraction": 0.0})
   assert ds.train.size.prod(1).sum() > 16384  # really subsampled below
-  mean, std = streaming.normalization(ds.train, (16, 16), "meanstd", (1.0, 99.0), 0,
-                                      max_pixels=16384)
+  norm = data_lib.fit_normalizer(ds.train, (16, 16), "meanstd", (1.0, 99.0), 0,
+                                 max_pixels=16384)
+  mean, std = norm.mean, norm.std
   assert mean[0] == pytest.approx(data.mean(), rel=0.03)
   assert std[0] == pytest.approx(data.std(), rel=0.05)
-  lo, width = streaming.normalization(ds.train, (16, 16), "percentile", (1.0, 99.0), 0,
-                                      max_pixels=16384)
+  norm = data_lib.fit_normalizer(ds.train, (16, 16), "percentile", (1.0, 99.0), 0,
+                                 max_pixels=16384)
+  lo, width = norm.mean, norm.std
   p1, p99 = np.percentile(data, [1.0, 99.0])
   assert lo[0] == pytest.approx(p1, rel=0.1) and lo[0] + width[0] == pytest.approx(p99, rel=0.05)
-  again = streaming.normalization(ds.train, (16, 16), "meanstd", (1.0, 99.0), 0, max_pixels=16384)
-  assert again[0][0] == mean[0]  # seeded
+  again = data_lib.fit_normalizer(ds.train, (16, 16), "meanstd", (1.0, 99.0), 0, max_pixels=16384)
+  assert again.mean[0] == mean[0]  # seeded
 
 
 def test_streaming_training_resumes_exactly(tmp_path):
@@ -175,21 +177,21 @@ def test_streaming_training_resumes_exactly(tmp_path):
 
 def test_end_of_run_evaluation_reads_only_the_first_sample(tmp_path):
   config = tiny_config(**{"data.streaming": True})  # synthetic: clean ground truth known
-  ds = streaming.build_dataset(config.data, streaming.load_raw(config.data, 0), (16, 16), 0)
-  ref = data_lib.load_raw(config.data, 0)
-  ev = ds.evaluation_data().raw
-  np.testing.assert_array_equal(ev.images[0], ref.images[0])
-  np.testing.assert_array_equal(ev.clean[0], ref.clean[0])
+  ds = data_lib.build_dataset(config.data, sources.open_source(config.data, 0), (16, 16), 0)
+  ref = sources.open_source(config.data, 0)
+  noisy, clean = ds.evaluation_samples()
+  np.testing.assert_array_equal(noisy[0], ref.sample(0))
+  np.testing.assert_array_equal(clean[0], ref.clean.sample(0))
   path, _ = _stack(tmp_path, shape=(3, 32, 32))
   ds, _ = _dataset(path, **{"data.clean_path": path})
-  ev = ds.evaluation_data().raw
-  assert len(ev.images) == len(ev.clean) == 1 and ev.images[0].shape == (32, 32, 1)
-  assert _dataset(path)[0].evaluation_data().raw.clean is None  # no ground truth: no PSNR
+  noisy, clean = ds.evaluation_samples()
+  assert len(noisy) == len(clean) == 1 and noisy[0].shape == (32, 32, 1)
+  assert _dataset(path)[0].evaluation_samples() is None  # no ground truth: no PSNR
 
 
 def test_prefetcher_order_errors_and_close():
   seen = []
-  pf = streaming.Prefetcher(lambda i: seen.append(i) or i * 10, 3, 8, depth=2)
+  pf = data_lib.Prefetcher(lambda i: seen.append(i) or i * 10, 3, 8, depth=2)
   assert [pf.get() for _ in range(5)] == [30, 40, 50, 60, 70]
   pf.close()
 
@@ -197,11 +199,11 @@ def test_prefetcher_order_errors_and_close():
     if i == 2:
       raise ValueError("x.tif: bad")
     return i
-  pf = streaming.Prefetcher(boom, 0, 10)
+  pf = data_lib.Prefetcher(boom, 0, 10)
   assert [pf.get(), pf.get()] == [0, 1]
   with pytest.raises(ValueError, match="x.tif: bad"):
     pf.get()
-  pf = streaming.Prefetcher(lambda i: i, 0, 10**6, depth=1)
+  pf = data_lib.Prefetcher(lambda i: i, 0, 10**6, depth=1)
   pf.close()  # a producer blocked on a full queue still ends
   assert not any(t.name == "n2v-prefetch" for t in threading.enumerate())
 
@@ -257,14 +259,14 @@ def test_nan_in_a_patch_names_the_file(tmp_path):
 def test_numpy_array_streams_like_a_file(tmp_path):
   stack = noisy_stack(2, (3, 40, 40))
   config = tiny_config(**{"data.streaming": True, "data.axes": "SYX"})
-  ds = streaming.build_dataset(config.data, streaming.load_raw(config.data, 0, array=stack),
+  ds = data_lib.build_dataset(config.data, sources.open_source(config.data, 0, array=stack),
                                (16, 16), 0)
-  ref = data_lib.build_dataset(config.data, data_lib.load_raw(config.data, 0, array=stack),
+  ref = data_lib.build_dataset(config.data, sources.open_source(config.data, 0, array=stack),
                                (16, 16), 0)
   np.testing.assert_array_equal(ds.val_inputs, ref.val_inputs)
-  assert ds.raw.name(1) == "the NumPy array[1]"
+  assert ds.source.name(1) == "the NumPy array[1]"
   with pytest.raises(ValueError, match="set data.axes"):
-    streaming.load_raw(tiny_config(**{"data.streaming": True}).data, 0, array=stack)
+    sources.open_source(tiny_config(**{"data.streaming": True}).data, 0, array=stack)
 
 
 def _phenix_plate(folder, fields=2, channels=(2, 5), shape=(40, 48)):
@@ -286,10 +288,10 @@ def test_grouped_channel_files_stream_like_in_memory(tmp_path):
            "data.channel_names": ("DNA", "AGP"), "data.stream_cache_files": 1}
   ds, config = _dataset(tmp_path / "plate", **group)
   ref_config = tiny_config(**{"data.path": str(tmp_path / "plate"), **group})
-  ref = data_lib.build_dataset(ref_config.data, data_lib.load_raw(ref_config.data, 0), (16, 16), 0)
-  assert ds.channel_names == ["DNA", "AGP"] and ds.in_channels == 2 and len(ds.raw) == 3
-  assert ds.raw.name(0).endswith("r01c01f01p01-ch*sk1fk1fl1.tiff")
-  assert all(f.data is None for f in ds.raw.store.files)  # decoded on demand, per field
+  ref = data_lib.build_dataset(ref_config.data, sources.open_source(ref_config.data, 0), (16, 16), 0)
+  assert ds.channel_names == ["DNA", "AGP"] and ds.in_channels == 2 and len(ds.source) == 3
+  assert ds.source.name(0).endswith("r01c01f01p01-ch*sk1fk1fl1.tiff")
+  assert all(f.data is None for f in ds.source.store.files)  # decoded on demand, per field
   np.testing.assert_allclose(ds.mean, ref.mean, rtol=1e-12)  # few pixels: all of them
   np.testing.assert_allclose(ds.std, ref.std, rtol=1e-12)
   np.testing.assert_array_equal(ds.val_inputs, ref.val_inputs)
@@ -297,7 +299,7 @@ def test_grouped_channel_files_stream_like_in_memory(tmp_path):
   sampler = ds.sampler(8, True, seed=0)
   for step in range(4):
     np.testing.assert_array_equal(sampler.batch(step), _expected(ds, sampler, step, full))
-  assert len(ds.raw.store._cache) == 1  # the LRU holds one field (both its files)
+  assert len(ds.source.store._cache) == 1  # the LRU holds one field (both its files)
 
   os.remove(tmp_path / "plate" / "r01c01f02p01-ch2sk1fk1fl1.tiff")
   with pytest.raises(ValueError, match=r"ch2sk1fk1fl1.tiff: file disappeared during training"):

@@ -44,7 +44,7 @@ def ablate(names: str) -> None:
   import flax.linen as nn
   import jax
   import jax.numpy as jnp
-  from n2v_jax import models, predict
+  from n2v_jax import inference, models
   for name in filter(None, names.split(",")):
     if name == "slice_pool":
       def max_pool(x):
@@ -66,7 +66,7 @@ def ablate(names: str) -> None:
       models._upsample_bilinear = lambda x: jax.image.resize(
           x, (x.shape[0], *(2 * s for s in x.shape[1:-1]), x.shape[-1]), "bilinear")
     elif name == "fold_bn":
-      predict.Predictor._inference = property(lambda self: (self.model, self.variables))
+      inference.Predictor._inference = property(lambda self: (self.model, self.variables))
     else:
       raise SystemExit(f"--ablate: unknown trick {name!r}")
 
@@ -93,14 +93,14 @@ def _config(args, in_channels=1, ndim=2):
 
 
 def _predictor(config, variables, in_channels, ndim):
-  from n2v_jax import models, predict
+  from n2v_jax import inference, intensity, models
   import numpy as np
   model = models.make_model(config.model, in_channels)
   div = models.divisor(config.model.depth)
   halo = -(-models.receptive_field_radius(config.model) // div) * div
   meta = {"in_channels": in_channels, "spatial_axes": "ZYX"[-ndim:]}
-  return predict.Predictor(model, variables, meta, np.zeros(in_channels), np.ones(in_channels),
-                           div, halo)
+  normalize = intensity.Normalizer(np.zeros(in_channels), np.ones(in_channels))
+  return inference.Predictor(model, variables, meta, normalize, div, halo)
 
 
 def build_train(args):
@@ -112,12 +112,11 @@ def build_train(args):
   config = _config(args)
   config.train.batch_size = args.batch
   config.train.cpu_devices = args.cpu_devices
-  raw = data_lib.load_raw(config.data, config.seed)
-  patch = tuple(config.data.patch_shape)
-  dataset = data_lib.build_dataset(config.data, raw, patch, config.seed)
+  dataset = data_lib.load(config.data, config.seed, models.divisor(config.model.depth))
+  patch = dataset.patch
   # Exactly as train.py: CPU devices chosen before JAX starts, batch sharded over them.
   runtime.setup_cpu_devices(config.train.cpu_devices, args.batch, dataset.train_NSC.nbytes)
-  devices, batch_sharding, replicated = train._devices(config)
+  devices, batch_sharding, replicated = train.shardings(config)
   put = (lambda x: jax.device_put(x, replicated)) if replicated is not None else jax.numpy.asarray
   model = models.make_model(config.model, dataset.in_channels)
   tx = steps.make_optimizer(config.opt)
@@ -160,7 +159,7 @@ def run_train(args) -> dict:
 def run_predict(args) -> dict:
   import jax
   import numpy as np
-  from n2v_jax import models, predict, steps
+  from n2v_jax import inference, models, steps
   ndim = len(args.shape) - 1
   in_channels = args.shape[-1]
   config = _config(args, in_channels, ndim)
@@ -172,12 +171,12 @@ def run_predict(args) -> dict:
   image = rng.normal(size=args.shape).astype(np.float32)
   rss_before = _peak_rss_gib()
   t0 = time.perf_counter()
-  out = predict.predict_image(pred, image, tile=args.tile, tta=args.tta)  # compiles too
+  out = inference.predict_image(pred, image, tile=args.tile, tta=args.tta)  # compiles too
   first = time.perf_counter() - t0
   times = []
   for _ in range(args.repeats):
     t0 = time.perf_counter()
-    out = predict.predict_image(pred, image, tile=args.tile, tta=args.tta)
+    out = inference.predict_image(pred, image, tile=args.tile, tta=args.tta)
     times.append(time.perf_counter() - t0)
   assert out.shape == image.shape and np.isfinite(out).all()
   med = float(np.median(times)) if times else first

@@ -1,9 +1,15 @@
-"""Training files opened without reading their pixels (for n2v_jax.streaming).
+"""The source layer: every kind of training input behind one `Source`.
+
+A TIFF, a folder of TIFFs, a .npy file, a NumPy array, single-channel files grouped into
+fields, and the built-in synthetic image are all opened the same way, without reading
+their pixels: a `Source` is a list of samples (one per S/T index of each file) with their
+spatial sizes, axes, channel count and names, and `read(i, origin, size)` returns a region
+of sample i in the canonical (*spatial, C) float32 layout of tiff_io.to_canonical. The
+checks (axes, channel counts, spatial axes, NaN) are made here, once, for every caller.
 
 Uncompressed TIFFs and .npy files are memory-mapped: reading a region reads only its
 pixels. Files that cannot be mapped (compressed, tiled) are decoded whole on first use, and
-the last `data.stream_cache_files` of them are kept (LRU). A sample is one S/T index of a
-file, in the canonical (*spatial, C) layout of tiff_io.to_canonical.
+the last `data.stream_cache_files` of them are kept (LRU).
 """
 
 import collections
@@ -132,8 +138,8 @@ class FileStore:
 
 
 @dataclasses.dataclass
-class LazyRaw:
-  """Samples (one per S/T index of each file), referenced, never loaded as a whole."""
+class Source:
+  """Samples (one per S/T index of each file), referenced; pixels read by region."""
   store: FileStore
   file_idx: np.ndarray  # (N,) which file each sample is in
   sample_idx: np.ndarray  # (N,) its index among that file's samples (S, T flattened)
@@ -143,7 +149,7 @@ class LazyRaw:
   channel_names: list[str] | None = None
   source_axes: str = ""
   source_paths: list[str] = dataclasses.field(default_factory=list)
-  clean: "LazyRaw | None" = None
+  clean: "Source | None" = None  # ground truth aligned with the samples, if known
 
   def __len__(self) -> int:
     return len(self.file_idx)
@@ -152,20 +158,25 @@ class LazyRaw:
     f = self.store.files[int(self.file_idx[i])]
     return f.name if f.num_samples == 1 else f"{f.name}[{int(self.sample_idx[i])}]"
 
-  def read(self, i: int, origin: np.ndarray, size: np.ndarray) -> np.ndarray:
+  def read(self, i: int, origin: Any, size: Any) -> np.ndarray:
+    """(*size, C) float32: the region of sample i at `origin` (spatial axes)."""
     out = self.store.region(int(self.file_idx[i]), int(self.sample_idx[i]), origin, size)
     bad = ~np.isfinite(out)
     if bad.any():
-      raise ValueError(f"{self.name(i)}: {int(bad.sum())} NaN/inf pixel(s) near "
+      raise ValueError(f"{self.name(i)}: {int(bad.sum())} NaN/inf pixel(s) in the region at "
                        f"{tuple(int(o) for o in origin)}; clean or mask them before training")
     return out
 
+  def sample(self, i: int) -> np.ndarray:
+    """The whole of sample i, (*spatial, C) float32."""
+    return self.read(i, np.zeros(self.sizes.shape[1], int), self.sizes[i])
 
-def _index(store: FileStore, files: list[_File], spatial: str, **kwargs: Any) -> LazyRaw:
+
+def _index(store: FileStore, files: list[_File], spatial: str, **kwargs: Any) -> Source:
   ids = [store.add(f) for f in files]
   counts = [f.num_samples for f in files]
   shapes = [[f.shape[f.axes.index(a)] for a in spatial] for f in files]
-  return LazyRaw(store, np.repeat(np.asarray(ids, np.int64), counts),
+  return Source(store, np.repeat(np.asarray(ids, np.int64), counts),
                  np.concatenate([np.arange(n) for n in counts]).astype(np.int64),
                  np.repeat(np.asarray(shapes, np.int64).reshape(len(files), len(spatial)),
                            counts, axis=0), spatial, **kwargs)
@@ -191,13 +202,7 @@ def _open_field(field: "fields.Field", axes: str | None) -> _File:
   first = None
   for p in field.paths:
     img = tiff_io.read_image(p, axes, lazy=True)
-    shape = tuple(img.data.shape)
-    if "C" in img.axes:
-      if shape[img.axes.index("C")] != 1:
-        raise ValueError(f"{p}: has {shape[img.axes.index('C')]} channels; a channel pattern "
-                         "groups single-channel files")
-      shape = shape[:img.axes.index("C")] + shape[img.axes.index("C") + 1:]
-    rest = img.axes.replace("C", "")
+    rest, shape = fields.without_channel(p, img.axes, img.data.shape)
     if first is None:
       first = (p, rest, shape)
     elif (rest, shape) != first[1:]:
@@ -209,9 +214,10 @@ def _open_field(field: "fields.Field", axes: str | None) -> _File:
 
 
 def open_paths(store: FileStore, path: str, axes: str | None, group: dict | None = None,
-               ) -> LazyRaw:
+               ) -> Source:
   """A TIFF/.npy or a folder of TIFFs, opened without reading pixels; checks consistency.
-  group: single-channel files grouped into fields by name (as data.load_paths)."""
+  group: {'pattern', 'channels', 'channel_names'}: single-channel files grouped into
+  multi-channel fields by file name (n2v_jax.fields)."""
   files, names = [], None
   paths = tiff_io.list_images(path)
   if group is not None:
@@ -235,9 +241,10 @@ def open_paths(store: FileStore, path: str, axes: str | None, group: dict | None
                 source_axes=files[0].axes, source_paths=[f.name for f in files])
 
 
-def load_raw(data_cfg: Any, seed: int, array: np.ndarray | None = None) -> LazyRaw:
-  """Like data.load_raw (same sources and errors), but nothing is read yet."""
-  store = FileStore(data_cfg.get("stream_cache_files", 8))
+def open_source(data_cfg: Any, seed: int, array: np.ndarray | None = None) -> Source:
+  """The training samples: `array` (NumPy, with data.axes) if given, else data.path, else
+  the built-in synthetic image (from `seed`). Nothing is read yet."""
+  store = FileStore(data_cfg.stream_cache_files)
   if array is not None:
     if not data_cfg.axes:
       raise ValueError("the NumPy array: set data.axes (e.g. 'SYX', 'CYX', 'ZYX') for NumPy data")
@@ -249,7 +256,7 @@ def load_raw(data_cfg: Any, seed: int, array: np.ndarray | None = None) -> LazyR
   if not data_cfg.path:
     syn = data_cfg.synthetic
     noisy, clean = synthetic.noisy_pair(seed, tuple(syn.shape), syn.channels, syn.noise_sigma,
-                                        syn.get("correlation", 0.0))
+                                        syn.correlation)
     spatial = "ZYX" if len(syn.shape) == 3 else "YX"
     kw = dict(channels=noisy.shape[-1], source_axes=spatial + "C")
     raw = _index(store, [_File("synthetic", spatial + "C", noisy.shape, noisy)], spatial, **kw)
