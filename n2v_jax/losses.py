@@ -14,31 +14,31 @@ import jax.numpy as jnp
 
 
 def _masked_diff(prediction, target, loss_mask) -> tuple[jax.Array, jax.Array]:
-    prediction = jnp.asarray(prediction)
-    target = jnp.asarray(target)
-    if prediction.shape != target.shape:
-        raise ValueError(f"prediction shape {prediction.shape} != target shape {target.shape}")
-    try:
-        mask = jnp.broadcast_to(jnp.asarray(loss_mask, bool), prediction.shape)
-    except ValueError as err:
-        raise ValueError(f"loss_mask shape {jnp.shape(loss_mask)} does not broadcast to "
-                         f"prediction shape {prediction.shape}") from err
-    dtype = jnp.promote_types(jnp.result_type(prediction, target), jnp.float32)
-    diff = jnp.where(mask, prediction.astype(dtype) - target.astype(dtype), 0.0)
-    count = jnp.maximum(jnp.sum(mask, dtype=dtype), 1.0)
-    return diff, count
+  prediction = jnp.asarray(prediction)
+  target = jnp.asarray(target)
+  if prediction.shape != target.shape:
+    raise ValueError(f"prediction shape {prediction.shape} != target shape {target.shape}")
+  try:
+    mask = jnp.broadcast_to(jnp.asarray(loss_mask, bool), prediction.shape)
+  except ValueError as err:
+    raise ValueError(f"loss_mask shape {jnp.shape(loss_mask)} does not broadcast to "
+                     f"prediction shape {prediction.shape}") from err
+  dtype = jnp.promote_types(jnp.result_type(prediction, target), jnp.float32)
+  diff = jnp.where(mask, prediction.astype(dtype) - target.astype(dtype), 0.0)
+  count = jnp.maximum(jnp.sum(mask, dtype=dtype), 1.0)
+  return diff, count
 
 
 def masked_mse(prediction, target, loss_mask) -> jax.Array:
-    """Mean squared error over the elements where loss_mask is True."""
-    diff, count = _masked_diff(prediction, target, loss_mask)
-    return jnp.sum(jnp.square(diff)) / count
+  """Mean squared error over the elements where loss_mask is True."""
+  diff, count = _masked_diff(prediction, target, loss_mask)
+  return jnp.sum(jnp.square(diff)) / count
 
 
 def masked_mae(prediction, target, loss_mask) -> jax.Array:
-    """Mean absolute error over the elements where loss_mask is True."""
-    diff, count = _masked_diff(prediction, target, loss_mask)
-    return jnp.sum(jnp.abs(diff)) / count
+  """Mean absolute error over the elements where loss_mask is True."""
+  diff, count = _masked_diff(prediction, target, loss_mask)
+  return jnp.sum(jnp.abs(diff)) / count
 
 
 LOSSES: dict[str, Callable[..., jax.Array]] = {"mse": masked_mse, "mae": masked_mae}

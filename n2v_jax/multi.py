@@ -60,10 +60,6 @@ def _stack(trees: list) -> Any:
   return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
-def _unstack(tree: Any, i: int) -> Any:
-  return jax.tree.map(lambda x: x[i], tree)
-
-
 def _same(arrays: list[np.ndarray]) -> bool:
   return all(a.shape == arrays[0].shape and np.array_equal(a, arrays[0]) for a in arrays[1:])
 
