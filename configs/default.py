@@ -14,12 +14,17 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0  # the one seed: data split, patches, masks, init, synthetic data
+  # 'n2v' (self-supervised: blind spots in the noisy images), or the supervised ceilings on
+  # pairs from data.target_path: 'n2n' (target: a second noisy acquisition of the same
+  # scene) and 'care' (target: the clean image); same U-Net, data pipeline and patches.
+  config.algorithm = "n2v"
 
   # Training data. An empty path means the built-in synthetic image.
   config.data = ml_collections.ConfigDict()
   config.data.path = ""  # a TIFF, a folder of TIFFs, or '' for synthetic data
   config.data.axes = ""  # e.g. 'YX', 'SYX', 'CYX', 'SCYX', 'ZYX'; '' = read from the file
   config.data.clean_path = ""  # optional clean ground truth (same shape) for PSNR at the end
+  config.data.target_path = ""  # n2n/care: training targets aligned with data.path
   config.data.patch_shape = (64, 64)  # (Y, X) or (Z, Y, X); multiples of 2**model.depth
   config.data.val_fraction = 0.1  # held-out images (or, for one image, the last rows)
   config.data.val_path = ""  # explicit validation TIFF(s); overrides val_fraction

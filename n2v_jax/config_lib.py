@@ -15,6 +15,7 @@ RESUMABLE_CHANGES = ("train.num_steps", "train.log_every", "train.checkpoint_eve
                      "train.coordinator_address", "train.num_processes", "train.process_id")
 
 _CHOICES = {
+    "algorithm": ("n2v", "n2n", "care"),
     "mask.strategy": ("uniform_withCP", "uniform_withoutCP", "normal_withoutCP",
                       "normal_additive", "normal_fitted", "identity", "mean", "median"),
     "mask.channel_mode": ("independent", "shared"),
@@ -95,7 +96,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if not isinstance(per_image, int) or not 1 <= per_image <= config.train.batch_size:
     raise ValueError(f"config.data.stream_patches_per_image={per_image!r}: expected an integer "
                      f"from 1 to train.batch_size ({config.train.batch_size})")
-  if config.model.residual and config.mask.strategy in CENTRE_FREE_DETERMINISTIC:
+  if config.algorithm != "n2v" and config.data.path and not config.data.target_path:
+    raise ValueError(f"config.algorithm={config.algorithm!r} trains on pairs: set "
+                     "data.target_path to the targets aligned with data.path ("
+                     + ("a second noisy acquisition" if config.algorithm == "n2n" else
+                        "the clean images") + ")")
+  if config.algorithm == "n2v" and config.data.target_path:
+    raise ValueError(f"config.data.target_path={config.data.target_path!r} is used only by "
+                     "config.algorithm='n2n' or 'care' (n2v needs no targets)")
+  if (config.algorithm == "n2v" and config.model.residual
+      and config.mask.strategy in CENTRE_FREE_DETERMINISTIC):
     raise ValueError(
         f"config.mask.strategy={config.mask.strategy!r} with config.model.residual=True: the "
         "replacement is a fixed function of the neighbours, so the network learns to output "
@@ -125,7 +135,7 @@ def flat(d: dict, prefix: str = "") -> dict:
 
 # Fields added after workdirs were first written, with the value that reproduces what
 # those older runs did: a workdir without them resumes under a current config.
-ADDED_FIELDS = {"data.streaming": False, "data.stream_cache_files": 8, "data.transform": "none",
+ADDED_FIELDS = {"algorithm": "n2v", "data.target_path": "", "data.streaming": False, "data.stream_cache_files": 8, "data.transform": "none",
                 "data.stream_patches_per_image": 1, "data.channel_pattern": "",
                 "data.channels": [], "data.channel_names": [],
                 "data.synthetic.correlation": 0.0,

@@ -135,7 +135,7 @@ def fit_normalizer(views: Views, patch: tuple[int, ...], kind: str,
     v, corners = _draw(rng, _positions_cdf(views, patch), views, patch, n)
     parts = [views.read(v[b], corners[b], patch)  # file by file: each decoded once at most
              for b in np.argsort(views.files(v), kind="stable")]
-  views.source.store.release(views.source.file_idx)
+  views.source.release()
   return intensity.Normalizer.fit(parts, kind, percentiles, transform)
 
 
@@ -156,7 +156,7 @@ def grid_patches(views: Views, patch: tuple[int, ...], max_patches: int,
     v = int(np.searchsorted(ends, k, side="right"))
     corner = np.array(np.unravel_index(k - (ends[v] - counts[v]), grid[v])) * p
     out.append(normalize(views.read(v, corner, patch)))
-  views.source.store.release(views.source.file_idx)
+  views.source.release()
   return np.stack(out)
 
 
@@ -184,14 +184,13 @@ class PatchSampler:
     """(B, *patch, C) float32, normalized; `step` = completed steps before it (state.step)."""
     v, corners, sym = self.draw(step)
     files = self.views.files(v)
-    store = self.views.source.store
     for f in np.unique(files):
-      store.check_unchanged(int(f))
+      self.views.source.store.check_unchanged(int(f))
     out = np.empty((self.batch_size, *self.patch, self.views.source.channels), np.float32)
     for b in np.argsort(files, kind="stable"):
       x = self.normalize(self.views.read(v[b], corners[b], self.patch))
       out[b] = symmetry.apply(x, int(sym[b])) if self.augment else x
-    store.release(files)
+    self.views.source.release(self.views.sample[v])
     return out
 
 
@@ -247,7 +246,7 @@ class Dataset:
   train: Views
   patch: tuple[int, ...]
   normalize: intensity.Normalizer
-  val_inputs: np.ndarray | None  # (M, *patch, C) normalized patches (unmasked)
+  val_inputs: np.ndarray | None  # (M, *patch, C) normalized patches (unmasked; n2n/care: 2C)
   streaming: bool = False  # patches read from the files by `sampler`, never all loaded
 
   mean = property(lambda self: self.normalize.mean)  # (C,) float64
@@ -262,15 +261,25 @@ class Dataset:
     if self.streaming:
       raise ValueError("data.streaming=True: the training images are never loaded as a whole")
     sizes = self.train.size.astype(np.int32)
-    train = np.zeros((len(self.train), *sizes.max(0), self.in_channels), np.float32)
+    train = np.zeros((len(self.train), *sizes.max(0), self.train.source.channels), np.float32)
     for v in range(len(self.train)):
-      train[(v, *[slice(0, s) for s in sizes[v]])] = self.normalize(self.train.read_whole(v))
-    self.source.store.release(self.source.file_idx)
+      train[(v, *[slice(0, s) for s in sizes[v]])] = self.normalize_read(self.train.read_whole(v))
+    self.train.source.release()
     return train, sizes
 
   @property
+  def normalize_read(self) -> intensity.Normalizer:
+    """For what the views read: the input's normalizer, for n2n/care pairs for both halves
+    (targets in the input's units, so the network's output needs no other inverse)."""
+    if self.train.source is self.source:
+      return self.normalize
+    twice = lambda a: np.concatenate([a, a])
+    return intensity.Normalizer(twice(self.mean), twice(self.std), self.transform)
+
+  @property
   def train_NSC(self) -> np.ndarray:
-    """(N, *max_spatial, C) float32: the normalized training images, zero-padded."""
+    """(N, *max_spatial, C) float32: the normalized training images, zero-padded (n2n/care:
+    2C channels, the targets after the inputs)."""
     return self._padded[0]
 
   @property
@@ -280,7 +289,7 @@ class Dataset:
 
   def sampler(self, batch_size: int, augment: bool, seed: int,
               per_image: int = 1) -> PatchSampler:
-    return PatchSampler(self.train, self.patch, batch_size, augment, seed, self.normalize,
+    return PatchSampler(self.train, self.patch, batch_size, augment, seed, self.normalize_read,
                         per_image)
 
   def evaluation_samples(self) -> tuple[list[np.ndarray], list[np.ndarray]] | None:
@@ -312,7 +321,8 @@ def build_dataset(data_cfg: Any, source: sources.Source, patch: tuple[int, ...],
     raise ValueError(f"{source.name(i)}: image {tuple(int(s) for s in source.sizes[i])} "
                      f"({source.spatial_axes}) is smaller than data.patch_shape {patch}; use a "
                      "smaller patch")
-  train, val = split_validation(source, data_cfg.val_fraction, patch, seed)
+  pairs = sources.Paired(source) if source.target is not None else source
+  train, val = split_validation(pairs, data_cfg.val_fraction, patch, seed)
   if data_cfg.val_path:
     val_source = sources.open_paths(source.store, data_cfg.val_path, data_cfg.axes or None)
     if (val_source.spatial_axes, val_source.channels) != (source.spatial_axes, source.channels):
@@ -320,19 +330,24 @@ def build_dataset(data_cfg: Any, source: sources.Source, patch: tuple[int, ...],
                        f"{val_source.spatial_axes}; expected {source.channels}, "
                        f"{source.spatial_axes} as data.path")
     val = Views.whole(val_source)
+  if data_cfg.val_path and source.target is not None:
+    raise ValueError("data.val_path: n2n/care hold out part of data.path (data.val_fraction); "
+                     "a separate validation set has no targets")
   streaming = bool(data_cfg.streaming)
-  normalize = fit_normalizer(train, patch, data_cfg.normalization, tuple(data_cfg.percentiles),
+  inputs = Views(source, train.sample, train.origin, train.size)  # statistics: inputs only
+  normalize = fit_normalizer(inputs, patch, data_cfg.normalization, tuple(data_cfg.percentiles),
                              seed, STATS_PIXELS if streaming else math.inf, data_cfg.transform)
-  val_inputs = None
+  dataset = Dataset(source, train, tuple(patch), normalize, None, streaming)
   if val is not None:
-    val_inputs = grid_patches(val, patch, data_cfg.max_val_patches, normalize)
-  return Dataset(source, train, tuple(patch), normalize, val_inputs, streaming)
+    dataset.val_inputs = grid_patches(val, patch, data_cfg.max_val_patches,
+                                      dataset.normalize_read)
+  return dataset
 
 
 def load(data_cfg: Any, seed: int, divisor: int, array: np.ndarray | None = None,
-         ) -> Dataset:
+         algorithm: str = "n2v") -> Dataset:
   """The dataset of a run: its source opened, the patch shape checked, the dataset built."""
-  source = sources.open_source(data_cfg, seed, array)
+  source = sources.open_source(data_cfg, seed, array, algorithm)
   patch = resolve_patch_shape(data_cfg.patch_shape, len(source.spatial_axes), divisor)
   return build_dataset(data_cfg, source, patch, seed)
 

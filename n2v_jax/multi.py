@@ -119,7 +119,8 @@ def train_many(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[
     if c.data.streaming:  # sweeps then train these points one by one
       raise ValueError("data.streaming=True is not supported by train_many; train each "
                        "config with n2v_jax.train")
-    datasets.append(data_lib.load(c.data, c.seed, models.divisor(c.model.depth)))
+    datasets.append(data_lib.load(c.data, c.seed, models.divisor(c.model.depth),
+                                  algorithm=c.algorithm))
   shapes = {(d.train_NSC.shape, None if d.val_inputs is None else d.val_inputs.shape)
             for d in datasets}
   if len(shapes) > 1:

@@ -26,6 +26,7 @@ def model_metadata(config: Any, dataset: data_lib.Dataset) -> dict:
   patch = dataset.patch
   return {
       "format": checkpoint.MODEL_FORMAT,
+      "algorithm": config.algorithm,
       "model": config_lib.to_dict(config.model),
       "opt": config_lib.to_dict(config.opt),
       "in_channels": dataset.in_channels,
@@ -78,10 +79,9 @@ def init_fn(model: Any, tx: Any, dataset: data_lib.Dataset):
 
 
 def validation_set(val_key: jax.Array, val_targets: jax.Array, spec: steps.StepSpec):
-  """(masked, targets, loss_mask) of the validation patches, masked once (fixed masks)."""
-  masked, loss_mask = jax.jit(functools.partial(steps.mask_batch, spec=spec))(val_key,
-                                                                              val_targets)
-  return masked, val_targets, loss_mask
+  """(network input, targets, loss_mask) of the validation patches, masked once (fixed
+  masks)."""
+  return jax.jit(functools.partial(steps.network_inputs, spec=spec))(val_key, val_targets)
 
 
 def truncate_metrics(path: str, last_step: int) -> None:

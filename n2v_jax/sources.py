@@ -150,6 +150,7 @@ class Source:
   source_axes: str = ""
   source_paths: list[str] = dataclasses.field(default_factory=list)
   clean: "Source | None" = None  # ground truth aligned with the samples, if known
+  target: "Source | None" = None  # n2n/care training targets aligned with the samples
 
   def __len__(self) -> int:
     return len(self.file_idx)
@@ -170,6 +171,36 @@ class Source:
   def sample(self, i: int) -> np.ndarray:
     """The whole of sample i, (*spatial, C) float32."""
     return self.read(i, np.zeros(self.sizes.shape[1], int), self.sizes[i])
+
+  def release(self, samples: np.ndarray | None = None) -> None:
+    """Unmaps the pages read from these samples' files (all samples: None)."""
+    self.store.release(self.file_idx if samples is None else self.file_idx[samples])
+
+
+class Paired:
+  """A source and its targets read as one source of 2C channels (the target's after the
+  input's): every patch, crop and flip of a training pair is then the same for both."""
+
+  def __init__(self, source: Source):
+    self.input, self.target = source, source.target
+
+  def __getattr__(self, name: str) -> Any:  # sizes, names, files: the input's
+    return getattr(self.input, name)
+
+  def __len__(self) -> int:
+    return len(self.input)
+
+  @property
+  def channels(self) -> int:
+    return 2 * self.input.channels
+
+  def read(self, i: int, origin: Any, size: Any) -> np.ndarray:
+    return np.concatenate([self.input.read(i, origin, size), self.target.read(i, origin, size)],
+                          axis=-1)
+
+  def release(self, samples: np.ndarray | None = None) -> None:
+    self.input.release(samples)
+    self.target.release(samples)
 
 
 def _index(store: FileStore, files: list[_File], spatial: str, **kwargs: Any) -> Source:
@@ -241,10 +272,28 @@ def open_paths(store: FileStore, path: str, axes: str | None, group: dict | None
                 source_axes=files[0].axes, source_paths=[f.name for f in files])
 
 
-def open_source(data_cfg: Any, seed: int, array: np.ndarray | None = None) -> Source:
+def _aligned(store: FileStore, raw: Source, path: str, data_cfg: Any, group: dict | None,
+             field: str) -> Source:
+  """Images at `path` that pair sample by sample with `raw` (ground truth, targets)."""
+  other = open_paths(store, path, data_cfg.axes or (None if group else raw.source_axes), group)
+  if other.sizes.shape != raw.sizes.shape or (other.sizes != raw.sizes).any() or (
+      other.channels != raw.channels):
+    raise ValueError(f"data.{field}={path}: shapes do not match data.path "
+                     f"({len(other)} samples of {other.channels} channel(s) vs {len(raw)} of "
+                     f"{raw.channels}, or different sizes)")
+  return other
+
+
+def open_source(data_cfg: Any, seed: int, array: np.ndarray | None = None,
+                algorithm: str = "n2v") -> Source:
   """The training samples: `array` (NumPy, with data.axes) if given, else data.path, else
-  the built-in synthetic image (from `seed`). Nothing is read yet."""
+  the built-in synthetic image (from `seed`). Nothing is read yet. algorithm 'n2n'/'care':
+  with `target` (data.target_path; synthetic: a second noise realisation, or the clean
+  image)."""
   store = FileStore(data_cfg.stream_cache_files)
+  if algorithm != "n2v" and array is not None:
+    raise ValueError(f"algorithm={algorithm!r} trains on pairs: give the inputs as data.path "
+                     "and the targets as data.target_path")
   if array is not None:
     if not data_cfg.axes:
       raise ValueError("the NumPy array: set data.axes (e.g. 'SYX', 'CYX', 'ZYX') for NumPy data")
@@ -262,16 +311,18 @@ def open_source(data_cfg: Any, seed: int, array: np.ndarray | None = None) -> So
     raw = _index(store, [_File("synthetic", spatial + "C", noisy.shape, noisy)], spatial, **kw)
     raw.clean = _index(store, [_File("synthetic", spatial + "C", clean.shape, clean)], spatial,
                        **kw)
+    if algorithm != "n2v":  # n2n: the same scene under independent noise of the same sigma
+      target = clean if algorithm == "care" else (clean + np.random.default_rng([seed, 1]).normal(
+          0.0, syn.noise_sigma, clean.shape)).astype(np.float32)
+      raw.target = _index(store, [_File("synthetic target", spatial + "C", target.shape,
+                                        target)], spatial, **kw)
     return raw
   group = fields.grouping(data_cfg)
   raw = open_paths(store, data_cfg.path, data_cfg.axes or None, group)
   if data_cfg.clean_path:
-    clean = open_paths(store, data_cfg.clean_path,
-                       data_cfg.axes or (None if group else raw.source_axes), group)
-    if clean.sizes.shape != raw.sizes.shape or (clean.sizes != raw.sizes).any() or (
-        clean.channels != raw.channels):
-      raise ValueError(f"data.clean_path={data_cfg.clean_path}: shapes do not match data.path "
-                       f"({len(clean)} samples of {clean.channels} channel(s) vs {len(raw)} of "
-                       f"{raw.channels}, or different sizes)")
-    raw.clean = clean
+    raw.clean = _aligned(store, raw, data_cfg.clean_path, data_cfg, group, "clean_path")
+  if algorithm != "n2v":
+    raw.target = _aligned(store, raw, data_cfg.target_path, data_cfg, group, "target_path")
+    if algorithm == "care" and raw.clean is None:
+      raw.clean = raw.target  # clean targets: the end-of-run PSNR is scored against them
   return raw

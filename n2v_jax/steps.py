@@ -36,6 +36,7 @@ class StepSpec:
   channel_mode: str
   struct_mask: tuple | None
   loss: str
+  algorithm: str = "n2v"  # 'n2n'/'care': patches hold (input, target) pairs, no blind spots
 
   def mask_kwargs(self) -> dict:
     return dict(perc_pix=self.perc_pix, strategy=self.strategy, radius=self.radius,
@@ -49,7 +50,7 @@ def step_spec(config: Any, patch: tuple[int, ...]) -> StepSpec:
     struct = _freeze(np.asarray(struct, np.int32))
   return StepSpec(patch, config.train.batch_size, config.data.augment, config.mask.perc_pix,
                   config.mask.strategy, config.mask.radius, config.mask.channel_mode, struct,
-                  config.loss)
+                  config.loss, config.algorithm)
 
 
 def _freeze(a: np.ndarray):
@@ -95,6 +96,17 @@ def mask_batch(key: jax.Array, patches: jax.Array, spec: StepSpec):
   return jax.vmap(mask_one)(keys, patches)
 
 
+def network_inputs(key: jax.Array, patches: jax.Array, spec: StepSpec):
+  """(network input, target, loss mask) of a batch: n2v masks blind spots in the patches
+  and scores them there; n2n/care patches are (input, target) pairs along the channels,
+  scored at every pixel."""
+  if spec.algorithm == "n2v":
+    masked, loss_mask = mask_batch(key, patches, spec)
+    return masked, patches, loss_mask
+  inputs, targets = jnp.split(patches, 2, axis=-1)
+  return inputs, targets, jnp.ones(targets.shape, bool)
+
+
 def train_step(state: TrainState, images_NSC: jax.Array, sizes: jax.Array, key: jax.Array, *,
                model: Any, tx: optax.GradientTransformation, spec: StepSpec, opt_cfg: Any,
                num_steps: int, batch_sharding: Any = None,
@@ -125,18 +137,19 @@ def _step_on_patches(state: TrainState, patches: jax.Array, k_mask: jax.Array, *
                      base_lr: jax.Array | None) -> tuple[TrainState, dict]:
   if batch_sharding is not None:
     patches = jax.lax.with_sharding_constraint(patches, batch_sharding)
-  masked, loss_mask = mask_batch(k_mask, patches, spec)
-  return update_on_masked(state, patches, masked, loss_mask, model=model, tx=tx, spec=spec,
+  masked, targets, loss_mask = network_inputs(k_mask, patches, spec)
+  return update_on_masked(state, targets, masked, loss_mask, model=model, tx=tx, spec=spec,
                           opt_cfg=opt_cfg, num_steps=num_steps, base_lr=base_lr)
 
 
 def masked_batch(step: jax.Array, images_NSC: jax.Array, sizes: jax.Array, key: jax.Array,
                  spec: StepSpec) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """The (patches, masked, loss_mask) that `train_step` trains on at `step`."""
+  """The (targets, network input, loss_mask) that `train_step` trains on at `step`."""
   k_patch, k_mask = jax.random.split(jax.random.fold_in(key, step))
   patches = data_lib.sample_batch(k_patch, images_NSC, sizes, spec.patch, spec.batch_size,
                                   spec.augment)
-  return (patches, *mask_batch(k_mask, patches, spec))
+  masked, targets, loss_mask = network_inputs(k_mask, patches, spec)
+  return targets, masked, loss_mask
 
 
 def update_on_masked(state: TrainState, patches: jax.Array, masked: jax.Array,

@@ -65,7 +65,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if config.train.distributed:
     _initialize_distributed(config)
   workdir = os.path.abspath(workdir)
-  dataset = data_lib.load(config.data, config.seed, models.divisor(config.model.depth), array)
+  dataset = data_lib.load(config.data, config.seed, models.divisor(config.model.depth), array,
+                          config.algorithm)
   stream = dataset.streaming
   # Before any JAX computation: the device count is fixed when JAX starts (n2v_jax.runtime).
   cpu_devices = config.train.cpu_devices
