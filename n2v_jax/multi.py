@@ -30,7 +30,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from n2v_jax import checkpoint, config_lib, data as data_lib, loop, models, report, steps, train
+from n2v_jax import checkpoint, cluster, config_lib, data as data_lib, loop, models, report, steps
+from n2v_jax import train
 
 VMAPPED = ("seed", "opt.learning_rate")
 PER_MODEL_GROUPS = ("mask",)  # config groups each model may set on its own (static)
@@ -88,6 +89,7 @@ def default_mode() -> str:
   return "vmap"
 
 
+@cluster.holds_locks  # the workdirs' locks are released when it returns or raises
 def train_many(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str],
                stop_after: int | None = None, mode: str | None = None,
                preemption: loop.Preemption | None = None) -> list[dict]:
@@ -141,6 +143,9 @@ def train_many(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[
   for c, d, w in zip(configs, datasets, workdirs):
     config_dict = config_lib.to_dict(c)
     train._check_resume(w, config_dict)
+  for w in workdirs:  # one writer per workdir: all locked before any is written
+    os.makedirs(w, exist_ok=True)
+    cluster.lock_workdir(w)
   for c, d, w in zip(configs, datasets, workdirs):
     os.makedirs(w, exist_ok=True)
     config_dict = config_lib.to_dict(c)
@@ -245,8 +250,7 @@ def train_many(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[
                   "time": time.time(), "vmapped_models": k}
         if val_loss is not None:
           record["val_loss"] = float(val_loss[i])
-        with open(path, "a") as f:
-          f.write(json.dumps(record) + "\n")
+        checkpoint.append_line(path, json.dumps(record))
       progress.update(sync.step, {"train_loss": float(sync.losses.mean()),
                                   "patches_per_s": patches_per_s * k})
     if sync.save:

@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from n2v_jax import checkpoint, config_lib, data as data_lib, loop, models, report, runtime
+from n2v_jax import checkpoint, cluster, config_lib, data as data_lib, loop, models, report
+from n2v_jax import runtime
 from n2v_jax import steps
 from n2v_jax import streaming
 
@@ -74,15 +75,13 @@ def model_metadata(config, dataset: data_lib.Dataset, patch) -> dict:
 
 
 def _truncate_metrics(path: str, last_step: int) -> None:
-  """On resume, drop lines logged after the restored checkpoint so the log continues it."""
+  """On resume, drop lines logged after the restored checkpoint so the log continues it
+  (and a last line cut short by a full disk)."""
   if not os.path.exists(path):
     return
   with open(path) as f:
-    lines = [l for l in f if l.strip() and json.loads(l)["step"] <= last_step]
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.writelines(lines)
-  os.replace(tmp, path)
+    lines = [l for l in f if l.strip().endswith("}") and json.loads(l)["step"] <= last_step]
+  checkpoint.write_text_atomic(path, "".join(lines))
 
 
 def _check_resume(workdir: str, config_dict: dict) -> None:
@@ -98,10 +97,11 @@ def _check_resume(workdir: str, config_dict: dict) -> None:
                      "use a new --workdir to start a new run")
 
 
+@cluster.holds_locks  # the workdir's lock is released when the run returns or raises
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        stop_after: int | None = None, array: np.ndarray | None = None,
                        preemption: loop.Preemption | None = None) -> dict:
-  """Trains (or resumes) in workdir; returns the summary (with PSNR when ground truth exists).
+  """Trains (or resumes) in workdir (refused while another live run writes it); returns the summary (with PSNR when ground truth exists).
 
   stop_after: end this call after that step (checkpointed), as a time-limited job would;
   calling again resumes. Returns {'stopped_at': step} then.
@@ -136,6 +136,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   config_dict = config_lib.to_dict(config)
   _check_resume(workdir, config_dict)
   os.makedirs(workdir, exist_ok=True)  # only once the data and config are known to be good
+  if jax.process_index() == 0:  # one writer per workdir (a multi-host run: its first process)
+    cluster.lock_workdir(workdir)
   config_dict["runtime"] = {"devices": len(devices), "device_kind": devices[0].device_kind,
                             "platform": devices[0].platform, "processes": jax.process_count(),
                             "jax": jax.__version__}
@@ -218,8 +220,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         record["val_loss"] = float(val_loss)
         if config.opt.schedule == "plateau":
           state = p_plateau(state, val_loss)
-      with open(metrics_path if primary else os.devnull, "a") as f:
-        f.write(json.dumps(record) + "\n")
+      if primary:
+        checkpoint.append_line(metrics_path, json.dumps(record))
       progress.update(sync.step, record)
     if sync.save:
       checkpoint.save(mngr, sync.step, state)
@@ -259,8 +261,8 @@ def main(argv) -> None:
     with loop.Preemption() as preemption:
       summary = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir,
                                    preemption=preemption)
-  except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError) as e:
-    print(f"error: {e}", file=sys.stderr)
+  except (ValueError, OSError, NonFiniteLossError) as e:  # OSError: a full disk, ...
+    print(f"error: {cluster.error_message(e)}", file=sys.stderr)
     sys.exit(1)
   if "signal" in summary:
     loop.report_preemption(summary["signal"], summary["stopped_at"], flags.FLAGS.workdir)
