@@ -45,10 +45,20 @@ class WriteError(OSError):
 
 
 def write_error(path: str, exc: BaseException) -> BaseException:
-  """exc naming `path` when it is a bare OSError (a full disk reports no file name)."""
+  """exc naming `path` when it is a bare OSError (a full disk reports no file name).
+  Call it before removing the partial file: a short write without errno (tifffile's
+  'N requested and M written') is a full disk when the folder has no space left."""
   if isinstance(exc, (WriteError, FileExistsError, IsADirectoryError)) or not isinstance(
-      exc, OSError) or exc.errno is None:
+      exc, OSError):
     return exc
+  if exc.errno is None:
+    try:
+      st = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+      return exc
+    if st.f_bavail * st.f_frsize >= 1 << 20:
+      return exc
+    return WriteError(path, err=errno.ENOSPC)
   return WriteError(path, exc)
 
 
@@ -204,10 +214,11 @@ def claim_job(folder: str, name: str, needed: bool = True):
       os.close(fd)
 
 
-def report_plate_stop(signum: int, summary, exit_status: int) -> None:
-  """The one line a plate run stopped by a signal prints, then its exit."""
+def report_plate_stop(summary, exit_status: int) -> None:
+  """The one line a plate run stopped by a signal (batch.Summary.stopped_by) prints, then
+  its exit (status: loop.exit_status)."""
   import signal
-  print(f"{signal.Signals(signum).name}: stopped after {len(summary.results)} job(s), "
-        f"every output written is complete; run the same command again to continue "
-        f"(finished files are skipped; exit status {exit_status})", file=sys.stderr)
+  print(f"{signal.Signals(summary.stopped_by).name}: stopped after {len(summary.results)} "
+        "job(s), every output written is complete; run the same command again to continue "
+        f"(exit status {exit_status})", file=sys.stderr)
   sys.exit(exit_status)
