@@ -55,10 +55,11 @@ def write_text_atomic(path: str, text: str) -> None:
       os.fsync(f.fileno())
     os.replace(tmp, path)
   except BaseException as e:
+    error = cluster.write_error(path, e)  # before removing tmp: it tells a full disk
     if tmp is not None and os.path.exists(tmp):
       os.remove(tmp)
-    if isinstance(e, OSError):
-      raise cluster.write_error(path, e) from None
+    if error is not e:
+      raise error from None
     raise
 
 
