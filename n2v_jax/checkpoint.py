@@ -18,8 +18,11 @@ import sys
 import tempfile
 import warnings
 import weakref
+import zlib
 from typing import Any
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from n2v_jax import cluster
@@ -133,7 +136,34 @@ def _as_write_error(mngr: ocp.CheckpointManager, e: Exception) -> Exception:
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: Any) -> None:
-  mngr.save(step, args=ocp.args.StandardSave(state), force=True)
+  crc = _crc32(state)
+  mngr.save(step, args=ocp.args.StandardSave(state), force=True,
+            custom_metadata={} if crc is None else {CRC_KEY: crc})
+
+
+# orbax checks its indexes, not the array data: a flipped bit there restores silently.
+CRC_KEY = "n2v_crc32"  # in the step's custom metadata: a checksum of every value saved
+
+
+def _crc32(state: Any) -> int | None:
+  """CRC-32 of the state's values in tree order (None: some value is split over hosts)."""
+  crc = 0
+  for leaf in jax.tree.leaves(state):
+    if isinstance(leaf, jax.Array):
+      if not (leaf.is_fully_addressable or leaf.is_fully_replicated):
+        return None
+      leaf = leaf.addressable_shards[0].data  # replicated: any copy is the whole value
+    crc = zlib.crc32(np.ascontiguousarray(np.asarray(leaf)).data, crc)
+  return crc
+
+
+def _saved_crc32(mngr: ocp.CheckpointManager, step: int) -> int | None:
+  """The checksum saved with a step (None: older checkpoints, unreadable step metadata)."""
+  try:
+    meta = read_json(os.path.join(str(mngr.directory), str(step), "_CHECKPOINT_METADATA"))
+    return int(meta["custom_metadata"][CRC_KEY])
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
 
 
 def restore(mngr: ocp.CheckpointManager, abstract_state: Any, step: int | None = None) -> Any:
@@ -153,6 +183,9 @@ def restore(mngr: ocp.CheckpointManager, abstract_state: Any, step: int | None =
       found = getattr(state, "step", s)  # a folder holding another step is damaged too
       if int(found) != s:
         raise ValueError(f"it holds step {int(found)}")
+      saved = _saved_crc32(mngr, s)
+      if saved is not None and _crc32(state) not in (None, saved):
+        raise ValueError("its values do not match their checksum (changed on disk)")
     except Exception as e:  # orbax and tensorstore raise many types for broken files
       damaged.append((s, _damage(e)))
       continue

@@ -52,6 +52,13 @@ def _remove_manifest(step_dir):  # a missing piece
   os.remove(os.path.join(step_dir, "default", "manifest.ocdbt"))
 
 
+def _changed_values(step_dir):  # a flipped bit in the array data, which orbax does not check
+  path = os.path.join(step_dir, "_CHECKPOINT_METADATA")
+  meta = json.load(open(path))
+  meta["custom_metadata"][checkpoint.CRC_KEY] += 1  # the same mismatch, made deterministic
+  json.dump(meta, open(path, "w"))
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
   """An uninterrupted run (checkpoint_every does not change what a run computes)."""
@@ -81,7 +88,8 @@ def _copy(src, tmp_path):
 # ------------------------------------------------------------------ damaged checkpoints
 
 
-@pytest.mark.parametrize("damage, resume", [(_truncate_all, True), (_remove_manifest, False)])
+@pytest.mark.parametrize("damage, resume", [(_truncate_all, True), (_remove_manifest, False),
+                                            (_changed_values, False)])
 def test_damaged_checkpoint_falls_back_to_the_newest_good_one(tmp_path, capfd, stopped_at_4,
                                                               model_dir, damage, resume):
   w = _copy(stopped_at_4[0], tmp_path)
