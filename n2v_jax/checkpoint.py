@@ -187,6 +187,8 @@ def restore(mngr: ocp.CheckpointManager, abstract_state: Any, step: int | None =
       if saved is not None and _crc32(state) not in (None, saved):
         raise ValueError("its values do not match their checksum (changed on disk)")
     except Exception as e:  # orbax and tensorstore raise many types for broken files
+      if isinstance(e, MemoryError) or "out of memory" in str(e).lower():
+        raise  # not the files' fault: a damaged step would be deleted
       damaged.append((s, _damage(e)))
       continue
     if damaged:
@@ -218,10 +220,11 @@ def _drop_damaged(mngr: ocp.CheckpointManager, damaged: list, good: int) -> None
         mngr.delete(s)
       except Exception:  # leave it: a later save of that step then fails with a clear line
         removed = False
-  names = ", ".join(str(s) for s, _ in damaged)
-  print(f"warning: checkpoint step {names} in {mngr.directory} cannot be read "
-        f"({damaged[0][1]}){'; removed it' if removed else ''}; using step {good}",
-        file=sys.stderr)
+  one = len(damaged) == 1
+  names = ("step " if one else "steps ") + ", ".join(str(s) for s, _ in damaged)
+  removal = ("; removed it" if one else "; removed them") if removed else ""
+  print(f"warning: checkpoint {names} in {mngr.directory} cannot be read ({damaged[0][1]})"
+        f"{removal}; using step {good}", file=sys.stderr)
 
 
 def _drop_orbax_duplicates() -> None:
