@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import stat
 import sys
 import tempfile
 import warnings
@@ -42,20 +43,30 @@ def check_model_format(workdir: str, meta: dict) -> None:
 
 
 def write_json_atomic(path: str, obj: Any) -> None:
-  write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+  _write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", public=False)
 
 
 def write_text_atomic(path: str, text: str) -> None:
+  """As write_json_atomic, with the permissions open() gives (or those of the old file)."""
+  _write_atomic(path, text, public=True)
+
+
+def _write_atomic(path: str, text: str, public: bool) -> None:
   """path complete or untouched: a temp file renamed over it (removed if the write fails)."""
   folder = os.path.dirname(os.path.abspath(path))
   tmp = None
   try:
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")  # mode 0600
     with os.fdopen(fd, "w") as f:
       f.write(text)
       f.flush()
       os.fsync(f.fileno())
+    if public:
+      umask = os.umask(0o022)
+      os.umask(umask)
+      os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode) if os.path.exists(path)
+               else 0o666 & ~umask)
     os.replace(tmp, path)
   except BaseException as e:
     error = cluster.write_error(path, e)  # before removing tmp: it tells a full disk

@@ -101,7 +101,7 @@ def _check_resume(workdir: str, config_dict: dict) -> None:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        stop_after: int | None = None, array: np.ndarray | None = None,
                        preemption: loop.Preemption | None = None) -> dict:
-  """Trains (or resumes) in workdir (refused while another live run writes it); returns the summary (with PSNR when ground truth exists).
+  """Trains (or resumes) in workdir; returns the summary (with PSNR when ground truth exists).
 
   stop_after: end this call after that step (checkpointed), as a time-limited job would;
   calling again resumes. Returns {'stopped_at': step} then.

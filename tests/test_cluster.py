@@ -350,7 +350,8 @@ def test_plate_skips_a_job_another_process_holds(tmp_path, model_dir):
     (lambda d: [f"--config.data.path={_write(d / 'c.tif', b'II*' + bytes(1) + b'x' * 500)}"],
      "not a readable TIFF file"),
     # a syntax error in a config file used to be a traceback
-    (lambda d: ["--config", _write(d / "cfg.py", b"def get_config(:\n")], "invalid syntax (line 1)"),
+    (lambda d: ["--config", _write(d / "cfg.py", b"def get_config(:\n")],
+     "invalid syntax (line 1)"),
     (lambda d: ["--config.train.nosuchfield=1"], "unknown config field 'nosuchfield'"),
 ])
 def test_bad_inputs_are_one_error_line(tmp_path, make_args, message):
