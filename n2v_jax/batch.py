@@ -12,6 +12,17 @@
 * A job that fails (unreadable, wrong channel count, wrong spatial axes, NaN, ...) is
   recorded with its name and reason; the others go on. A JSON report is written to the
   output folder and `Summary.failed` is non-empty then.
+* A write error about the output folder (full disk or quota, read-only, no permission:
+  `cluster.stops_plate`) stops the plate instead: every following job would fail the same
+  way. The report is written (if it can be) and a `cluster.WriteError` names the file;
+  nothing partial is left under an output's name (writes are atomic), so once space is
+  freed the same command continues.
+* Several processes on one output folder (without `--shard`) never write the same output
+  at once: a job is claimed with a hidden `.<name>.lock` file (an flock, dropped if its
+  process dies; the file is removed when the job ends); a job another live process holds
+  is skipped and reported as in progress there.
+* `preemption` (an active `loop.Preemption`): after SIGTERM/SIGINT the run stops after the
+  current job and `Summary.stopped_by` holds the signal.
 * Output dtype: 'float32' (default) or 'input': the input's dtype. For integer inputs
   the stored value is `round((denoised - offset) / scale)` clipped to the dtype's range
   (default scale 1, offset 0: the same intensity units as the input), and
@@ -32,7 +43,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from n2v_jax import checkpoint, fields as fields_lib, inference, tiff_io
+from n2v_jax import checkpoint, cluster, fields as fields_lib, inference, tiff_io
 
 DTYPES = ("float32", "input")
 EXIT_SOME_FAILED = 2  # CLI exit status when some files of a folder failed (1: nothing ran)
@@ -63,6 +74,7 @@ class Summary:
   total_jobs: int  # in the whole folder, before sharding
   seconds: float
   report_path: str = ""
+  stopped_by: int = 0  # the signal that stopped the run after a job (0: it ran to the end)
 
   def of(self, status: str) -> list[Result]:
     return [r for r in self.results if r.status == status]
@@ -75,8 +87,10 @@ class Summary:
     i, n = self.shard
     where = f" in shard {i}/{n} ({self.total_jobs} in the folder)" if n > 1 else ""
     noted = sum(bool(r.notes) for r in self.results)
-    return (f"denoised {len(self.of('done'))}, skipped {len(self.of('skipped'))} (already "
-            f"done), failed {len(self.failed)} of {len(self.results)} job(s){where} in "
+    busy = sum(bool(r.reason) for r in self.of("skipped"))  # claimed by another process
+    return (f"denoised {len(self.of('done'))}, skipped {len(self.of('skipped')) - busy} "
+            f"(already done){f', {busy} in progress elsewhere' if busy else ''}, failed "
+            f"{len(self.failed)} of {len(self.results)} job(s){where} in "
             f"{self.seconds:.1f} s" + (f"; {noted} with notes" if noted else ""))
 
 
@@ -219,7 +233,8 @@ def denoise_folder(pred, input_dir: str, output_dir: str, *, axes: str | None = 
                    tile: int = 512, tta: bool = False, overwrite: bool = False,
                    shard: str | tuple[int, int] | None = None, dtype: str = "float32",
                    scale: float = 1.0, offset: float = 0.0, pattern: str = "",
-                   channels=None, progress: bool = True, report: bool = True) -> Summary:
+                   channels=None, progress: bool = True, report: bool = True,
+                   preemption=None) -> Summary:
   """Denoise every TIFF (or field) of `input_dir` in this shard into `output_dir`."""
   t0 = time.perf_counter()
   if os.path.abspath(input_dir) == os.path.abspath(output_dir):
@@ -239,28 +254,48 @@ def denoise_folder(pred, input_dir: str, output_dir: str, *, axes: str | None = 
   if progress:
     from tqdm import tqdm
     bar = tqdm(total=len(jobs), unit="file", dynamic_ncols=True, file=sys.stderr)
+  stop, stopped_by = None, 0  # a write error that every later job would meet; a signal
   for job in jobs:
-    try:
-      result = run_job(pred, job, axes=axes, tile=tile, tta=tta, overwrite=overwrite,
-                       dtype=dtype, scale=scale, offset=offset)
-    except Exception as exc:  # one bad file must not stop a plate
-      result = Result(job.name, "failed", _reason(exc, job))
+    if preemption is not None and preemption.signum is not None:
+      stopped_by = preemption.signum
+      break  # after a whole job: every output written is complete
+    needed = overwrite or not all(os.path.exists(o) for o in job.outputs)
+    with cluster.claim_job(output_dir, job.name, needed) as holder:
+      try:
+        result = (Result(job.name, "skipped", f"in progress in another process ({holder})")
+                  if holder else run_job(pred, job, axes=axes, tile=tile, tta=tta,
+                                         overwrite=overwrite, dtype=dtype, scale=scale,
+                                         offset=offset))
+      except Exception as exc:  # one bad file must not stop a plate
+        result = Result(job.name, "failed", _reason(exc, job))
+        stop = exc if cluster.stops_plate(exc) else None
     results.append(result)
     if bar is not None:
       bar.update(1)
       bar.set_postfix(failed=len([r for r in results if r.status == "failed"]), refresh=False)
-    if result.status == "failed":
+    if result.status == "failed" and stop is None:
       msg = f"failed: {job.name}: {result.reason}"
       (bar.write(msg, file=sys.stderr) if bar is not None else print(msg, file=sys.stderr))
+    if stop is not None:
+      break
   if bar is not None:
     bar.close()
-  summary = Summary(results, (i, n), total, time.perf_counter() - t0)
+  summary = Summary(results, (i, n), total, time.perf_counter() - t0, stopped_by=stopped_by)
   if report:
     name = "n2v_batch_report.json" if n == 1 else f"n2v_batch_report_shard{i}of{n}.json"
     summary.report_path = os.path.join(output_dir, name)
-    checkpoint.write_json_atomic(summary.report_path, _report_dict(summary, input_dir, dtype,
-                                                                     scale, offset))
-    os.chmod(summary.report_path, 0o644)  # mkstemp made it 0600; others read the report
+    try:
+      checkpoint.write_json_atomic(summary.report_path, _report_dict(
+          summary, input_dir, dtype, scale, offset))
+      os.chmod(summary.report_path, 0o644)  # mkstemp made it 0600; others read the report
+    except OSError:
+      if stop is None:
+        raise
+  if stop is not None:
+    ran = len(results) - len(failed)
+    raise cluster.WriteError(getattr(stop, "filename", None) or output_dir, stop, hint=(
+        f"stopped the plate after {ran} of {len(jobs)} job(s); free space (or fix the "
+        "folder) and rerun: finished files are skipped"))
   return summary
 
 

@@ -2,16 +2,31 @@
 
 Reading a workdir never unpickles or runs code: parameters are restored by orbax
 into an abstract target built from the JSON metadata, and metadata is plain JSON.
+
+Damaged checkpoints (truncated or missing files: a full disk, a crash on a file system
+that does not rename atomically) are skipped with one line on stderr; a failed write is
+one `cluster.WriteError` naming the step's folder. orbax reports such a failure many
+times over (a traceback per array, from its threads and from coroutines garbage-collected
+later); those copies are dropped, the error itself reaches the caller once.
 """
 
 import json
+import logging
 import os
+import re
+import stat
+import sys
 import tempfile
+import warnings
+import weakref
+import zlib
 from typing import Any
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
-from n2v_jax import config_lib
+from n2v_jax import cluster, config_lib
 
 CHECKPOINT_DIR = "checkpoints"
 MODEL_JSON = "model.json"
@@ -44,20 +59,47 @@ def read_model_json(workdir: str) -> dict:
 
 
 def write_json_atomic(path: str, obj: Any) -> None:
+  _write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", public=False)
+
+
+def write_text_atomic(path: str, text: str) -> None:
+  """As write_json_atomic, with the permissions open() gives (or those of the old file)."""
+  _write_atomic(path, text, public=True)
+
+
+def _write_atomic(path: str, text: str, public: bool) -> None:
+  """path complete or untouched: a temp file renamed over it (removed if the write fails)."""
   folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
+  tmp = None
   try:
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")  # mode 0600
     with os.fdopen(fd, "w") as f:
-      json.dump(obj, f, indent=2, sort_keys=True)
-      f.write("\n")
+      f.write(text)
       f.flush()
       os.fsync(f.fileno())
+    if public:
+      umask = os.umask(0o022)
+      os.umask(umask)
+      os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode) if os.path.exists(path)
+               else 0o666 & ~umask)
     os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
+  except BaseException as e:
+    error = cluster.write_error(path, e)  # before removing tmp: it tells a full disk
+    if tmp is not None and os.path.exists(tmp):
       os.remove(tmp)
+    if error is not e:
+      raise error from None
     raise
+
+
+def append_line(path: str, line: str) -> None:
+  """One line appended to a log (metrics.jsonl); a failed write names the file."""
+  try:
+    with open(path, "a") as f:
+      f.write(line + "\n")
+  except OSError as e:
+    raise cluster.write_error(path, e) from None
 
 
 def read_json(path: str) -> Any:
@@ -65,25 +107,194 @@ def read_json(path: str) -> Any:
     return json.load(f)
 
 
+_WRITERS = weakref.WeakSet()  # managers of a training run: they remove damaged steps
+
+
 def manager(workdir: str, keep: int = 3, read_only: bool = False) -> ocp.CheckpointManager:
+  _drop_orbax_duplicates()
   directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)  # orbax needs absolute
   # read_only=True makes orbax warn on every load; create=False is enough for readers.
   # cleanup: a run killed mid-save leaves a '*.orbax-checkpoint-tmp' folder; the writer removes it.
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
                                          cleanup_tmp_directories=not read_only)
-  return ocp.CheckpointManager(directory, options=options)
+  try:
+    mngr = _Manager(directory, options=options)
+  except OSError as e:
+    raise cluster.write_error(directory, e) from None
+  if not read_only:
+    _WRITERS.add(mngr)
+  return mngr
+
+
+class _Manager(ocp.CheckpointManager):
+  """orbax's manager; a failed write (raised by orbax at the next save or wait, as a
+  tensorstore ValueError or an OSError) becomes one cluster.WriteError naming the step."""
+
+  def save(self, *args, **kwargs):
+    try:
+      return super().save(*args, **kwargs)
+    except Exception as e:
+      raise _as_write_error(self, e) from None
+
+  def wait_until_finished(self):
+    try:
+      return super().wait_until_finished()
+    except Exception as e:
+      raise _as_write_error(self, e) from None
+
+
+_OS_ERROR = re.compile(r"os_error_code='?(\d+)")
+_STATUS_ERRNO = {"RESOURCE_EXHAUSTED": 28, "PERMISSION_DENIED": 13}  # tensorstore's codes
+
+
+def _as_write_error(mngr: ocp.CheckpointManager, e: Exception) -> Exception:
+  if isinstance(e, cluster.WriteError):
+    return e
+  text = f"{e} {getattr(e, 'filename', '')}"
+  err = getattr(e, "errno", None) if isinstance(e, OSError) else None
+  found = _OS_ERROR.search(text)
+  err = err or (int(found.group(1)) if found else _STATUS_ERRNO.get(text.split(":")[0]))
+  if not err:
+    return e
+  directory = str(mngr.directory)  # name the step's folder, not orbax's temp files in it
+  step = re.search(re.escape(directory) + r"/(\d+)", text)
+  return cluster.WriteError(os.path.join(directory, step.group(1)) if step else directory,
+                            err=err)
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: Any) -> None:
-  mngr.save(step, args=ocp.args.StandardSave(state), force=True)
+  crc = _crc32(state)
+  mngr.save(step, args=ocp.args.StandardSave(state), force=True,
+            custom_metadata={} if crc is None else {CRC_KEY: crc})
+
+
+# orbax checks its indexes, not the array data: a flipped bit there restores silently.
+CRC_KEY = "n2v_crc32"  # in the step's custom metadata: a checksum of every value saved
+
+
+def _crc32(state: Any) -> int | None:
+  """CRC-32 of the state's values in tree order (None: some value is split over hosts)."""
+  crc = 0
+  for leaf in jax.tree.leaves(state):
+    if isinstance(leaf, jax.Array):
+      if not (leaf.is_fully_addressable or leaf.is_fully_replicated):
+        return None
+      leaf = leaf.addressable_shards[0].data  # replicated: any copy is the whole value
+    crc = zlib.crc32(np.ascontiguousarray(np.asarray(leaf)).data, crc)
+  return crc
+
+
+def _saved_crc32(mngr: ocp.CheckpointManager, step: int) -> int | None:
+  """The checksum saved with a step (None: older checkpoints, unreadable step metadata)."""
+  try:
+    meta = read_json(os.path.join(str(mngr.directory), str(step), "_CHECKPOINT_METADATA"))
+    return int(meta["custom_metadata"][CRC_KEY])
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
 
 
 def restore(mngr: ocp.CheckpointManager, abstract_state: Any, step: int | None = None) -> Any:
-  """Restores into the given abstract target (shapes, dtypes, shardings); None if empty."""
-  step = mngr.latest_step() if step is None else step
-  if step is None:
+  """Restores into the given abstract target (shapes, dtypes, shardings); None if empty.
+
+  Without `step`: the newest checkpoint that reads back whole. Newer damaged ones are
+  named in one line on stderr; a training run's manager also deletes them, so that it can
+  save those steps again and orbax's max_to_keep counts only good checkpoints. ValueError
+  when checkpoints exist but none can be read (or `step` cannot)."""
+  steps = [step] if step is not None else sorted(mngr.all_steps(), reverse=True)
+  damaged = []
+  for s in steps:
+    try:
+      if not os.path.isdir(os.path.join(str(mngr.directory), str(s), "default")):
+        raise ValueError("incomplete folder (no 'default' item)")  # orbax: a cryptic error
+      state = mngr.restore(s, args=ocp.args.StandardRestore(abstract_state))
+      found = getattr(state, "step", s)  # a folder holding another step is damaged too
+      if int(found) != s:
+        raise ValueError(f"it holds step {int(found)}")
+      saved = _saved_crc32(mngr, s)
+      if saved is not None and _crc32(state) not in (None, saved):
+        raise ValueError("its values do not match their checksum (changed on disk)")
+    except Exception as e:  # orbax and tensorstore raise many types for broken files
+      if isinstance(e, MemoryError) or "out of memory" in str(e).lower():
+        raise  # not the files' fault: a damaged step would be deleted
+      damaged.append((s, _damage(e)))
+      continue
+    if damaged:
+      _drop_damaged(mngr, damaged, s)
+    return state
+  if not damaged:
     return None
-  return mngr.restore(step, args=ocp.args.StandardRestore(abstract_state))
+  (s, why), more = damaged[0], len(damaged) - 1
+  raise ValueError(f"{mngr.directory}: no checkpoint can be read (step {s}: {why}"
+                   + (f"; {more} older one(s) damaged too" if more else "")
+                   + "); delete that folder to train from the start, or use a new --workdir")
+
+
+def _damage(e: Exception) -> str:
+  """What is wrong with a step, in one short line (tensorstore's messages run for pages)."""
+  while "Encountered error while reading" in str(e) and (e.__cause__ or e.__context__):
+    e = e.__cause__ or e.__context__  # the array read failed: its cause says why
+  text = str(e).split("[tensorstore_spec")[0].split("See full TensorStore")[0]
+  text = text.splitlines()[0] if text.strip() else type(e).__name__
+  text = text.rsplit('": ', 1)[-1].strip(" .;")  # after the last quoted file name
+  return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _drop_damaged(mngr: ocp.CheckpointManager, damaged: list, good: int) -> None:
+  removed = mngr in _WRITERS
+  if removed:
+    for s, _ in damaged:
+      try:
+        mngr.delete(s)
+      except Exception:  # leave it: a later save of that step then fails with a clear line
+        removed = False
+  one = len(damaged) == 1
+  names = ("step " if one else "steps ") + ", ".join(str(s) for s, _ in damaged)
+  removal = ("; removed it" if one else "; removed them") if removed else ""
+  print(f"warning: checkpoint {names} in {mngr.directory} cannot be read ({damaged[0][1]})"
+        f"{removal}; using step {good}", file=sys.stderr)
+
+
+def _drop_orbax_duplicates() -> None:
+  """Drop orbax's extra reports of a failure we raise or report ourselves (idempotent)."""
+  if getattr(sys.unraisablehook, "_n2v", False):
+    return
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    code = getattr(unraisable.object, "cr_code", None)
+    if ("Event loop is closed" in str(unraisable.exc_value)
+        or (code is not None and _ORBAX in code.co_filename)):
+      return  # a coroutine of a failed read or write, collected after its error was raised
+    previous(unraisable)
+  hook._n2v = True
+  sys.unraisablehook = hook
+  for name in ("absl", "asyncio"):
+    logging.getLogger(name).addFilter(_not_orbax_error)
+  # the reads a failed restore abandoned (orbax's coroutines; this project runs no asyncio)
+  warnings.filterwarnings("ignore", r"coroutine '.*' was never awaited", RuntimeWarning,
+                          r"asyncio\.")
+
+
+_ORBAX = os.sep + "orbax" + os.sep
+
+
+def _not_orbax_error(record: logging.LogRecord) -> bool:
+  if record.levelno < logging.ERROR:
+    return True
+  if _ORBAX in record.pathname:
+    return False  # orbax logs a failure it also raises (or, for step metadata, tolerates)
+  exc = record.exc_info[1] if record.exc_info else None
+  if exc is not None and any(k in str(exc) for k in _TENSORSTORE):
+    return False  # asyncio: 'Future exception was never retrieved', from tensorstore
+  tb = record.exc_info[2] if record.exc_info else None
+  while tb is not None:  # the same from orbax's own coroutines
+    if _ORBAX in tb.tb_frame.f_code.co_filename:
+      return False
+    tb = tb.tb_next
+  return True
+
+
+_TENSORSTORE = ("OCDBT", "tensorstore", "TensorStore", '"zarr" driver')
 
 
 def latest_step(workdir: str) -> int | None:

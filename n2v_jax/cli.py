@@ -27,6 +27,9 @@ def _parse(argv: list[str]) -> list[str]:
     print(f"error: unknown config field {names[0] if names else str(e)!r} in {bad}"
           + (f' (did you mean "{hint.group(1)}"?)' if hint else "")
           + "; the fields are listed in configs/default.py", file=sys.stderr)
+  except SyntaxError as e:  # a config file being edited
+    print(f"error: could not load the config file {e.filename}: {e.msg} (line {e.lineno})",
+          file=sys.stderr)
   except OSError as e:
     print(f"error: could not load the config file {flags.FLAGS['config'].config_filename}: "
           f"{_one_line(e.__cause__ or e).split('; ')[-1]}", file=sys.stderr)

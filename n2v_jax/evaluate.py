@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from n2v_jax import checkpoint, inference, metrics, tiff_io
+from n2v_jax import checkpoint, cluster, inference, metrics, tiff_io
 
 _EXTENSIONS = (".tif", ".tiff", ".png")
 
@@ -100,20 +100,13 @@ def evaluate(workdir: str, noisy_dir: str, clean_dir: str, output_dir: str | Non
     writer = csv.DictWriter(buf, fieldnames=["image", *columns])
     writer.writeheader()
     writer.writerows(rows)
-    _write_text_atomic(os.path.join(output_dir, "per_image.csv"), buf.getvalue())
+    checkpoint.write_text_atomic(os.path.join(output_dir, "per_image.csv"), buf.getvalue())
     checkpoint.write_json_atomic(os.path.join(output_dir, "evaluation.json"),
                                  {**summary, "per_image": rows})
   if keep_predictions:
     summary["predictions"] = predictions
   summary["per_image"] = rows
   return summary
-
-
-def _write_text_atomic(path: str, text: str) -> None:
-  tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".tmp")
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
 
 
 def main(argv) -> None:
@@ -124,8 +117,8 @@ def main(argv) -> None:
   try:
     summary = evaluate(f.workdir, f.noisy, f.clean, f.output, modes, f.tile, f.data_range,
                        f.overwrite)
-  except (ValueError, FileNotFoundError, FileExistsError) as e:
-    print(f"error: {e}", file=sys.stderr)
+  except (ValueError, OSError) as e:  # OSError: a full disk, ...
+    print(f"error: {cluster.error_message(e)}", file=sys.stderr)
     sys.exit(1)
   mean, std = summary["mean"], summary["std"]
   print(f"{summary['images']} images, data range {summary['data_range']:g}")

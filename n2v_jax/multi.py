@@ -28,7 +28,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from n2v_jax import checkpoint, config_lib, data as data_lib, loop, models, run_setup, steps
+from n2v_jax import checkpoint, cluster, config_lib, data as data_lib, loop, models, run_setup
+from n2v_jax import steps
 
 VMAPPED = ("seed", "opt.learning_rate")
 PER_MODEL_GROUPS = ("mask",)  # config groups each model may set on its own (static)
@@ -83,6 +84,7 @@ def default_mode() -> str:
   return "vmap"
 
 
+@cluster.holds_locks  # the workdirs' locks are released when it returns or raises
 def train_many(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str],
                stop_after: int | None = None, mode: str | None = None,
                preemption: loop.Preemption | None = None) -> list[dict]:
@@ -133,6 +135,8 @@ def train_many(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[
 
   for c, w in zip(configs, workdirs):
     run_setup.check_resume(w, c)
+  for w in workdirs:  # all locked before any is written
+    run_setup.lock(w)
   for c, d, w in zip(configs, datasets, workdirs):
     run_setup.write_run_files(w, c, d, {"devices": 1, "device_kind": device.device_kind,
                                         "platform": device.platform, "vmapped_models": k})

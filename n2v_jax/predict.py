@@ -5,10 +5,11 @@ API of inference (a `Predictor`, tiled `predict_image`) lives in n2v_jax.inferen
 is re-exported here, where scripts and notebooks have always found it.
 """
 
+import contextlib
 import os
 import sys
 
-from n2v_jax import batch, checkpoint, config_lib, tiff_io
+from n2v_jax import batch, checkpoint, cluster, config_lib, loop, tiff_io
 from n2v_jax.inference import Predictor, load_predictor, predict_image  # noqa: F401 (the API)
 
 
@@ -37,12 +38,13 @@ def predict_path(workdir: str, input_path: str, output_path: str, axes: str | No
                  dtype: str = "float32", scale: float = 1.0, offset: float = 0.0,
                  shard: str | None = None, channel_pattern: str | None = None,
                  channels=None, progress: bool = False, summary_out: list | None = None,
-                 ) -> list[str]:
+                 preemption=None) -> list[str]:
   """A TIFF to a TIFF, or a folder to a folder (same file names). Returns the outputs.
 
   A folder run (n2v_jax.batch) skips outputs that exist (unless overwrite), goes on past
   failing files and then raises a ValueError naming them; `summary_out` (a list) receives
   the batch.Summary. channel_pattern None: the one the model was trained with.
+  preemption: an active loop.Preemption: a folder run stops after the current file.
   """
   if os.path.abspath(input_path) == os.path.abspath(output_path):
     raise ValueError(f"--output {output_path} is the input; the input is never modified")
@@ -65,7 +67,7 @@ def predict_path(workdir: str, input_path: str, output_path: str, axes: str | No
   summary = batch.denoise_folder(pred, input_path, output_path, axes=axes, tile=tile, tta=tta,
                                  overwrite=overwrite, shard=shard_tuple, dtype=dtype,
                                  scale=scale, offset=offset, pattern=channel_pattern,
-                                 channels=channels, progress=progress)
+                                 channels=channels, progress=progress, preemption=preemption)
   if summary_out is not None:
     summary_out.append(summary)
   if summary.failed:
@@ -81,25 +83,31 @@ def main(argv) -> None:
   f = flags.FLAGS
   channels = [c for c in (f.channels or "").split(",") if c] or None
   summaries: list = []
+  folder = os.path.isdir(f.input)  # a folder stops after the current file on SIGTERM/SIGINT
   try:
-    outputs = predict_path(f.workdir, f.input, f.output, f.axes or None, f.tile, f.tta,
-                           f.overwrite, f.dtype, f.int_scale, f.int_offset, f.shard,
-                           f.channel_pattern, channels, f.progress, summaries)
-  except (ValueError, FileNotFoundError, FileExistsError) as e:
+    with loop.Preemption() if folder else contextlib.nullcontext() as preemption:
+      outputs = predict_path(f.workdir, f.input, f.output, f.axes or None, f.tile, f.tta,
+                             f.overwrite, f.dtype, f.int_scale, f.int_offset, f.shard,
+                             f.channel_pattern, channels, f.progress, summaries, preemption)
+  except (ValueError, OSError) as e:  # OSError: a full disk, ...
     if summaries:  # a folder run with failing files: they were listed as they happened
       summary = summaries[0]
       print(summary.line())
       for r in summary.failed:
         print(f"failed: {r.name}: {r.reason}")
       print(f"report: {summary.report_path}")
+      if summary.stopped_by:
+        cluster.report_plate_stop(summary, loop.exit_status(summary.stopped_by))
       print(f"error: {len(summary.failed)} job(s) failed; rerun to retry them "
             "(finished files are skipped)", file=sys.stderr)
       sys.exit(batch.EXIT_SOME_FAILED)
-    print(f"error: {e}", file=sys.stderr)
+    print(f"error: {cluster.error_message(e)}", file=sys.stderr)
     sys.exit(1)
   if summaries:
     print(summaries[0].line())
     print(f"report: {summaries[0].report_path}")
+    if summaries[0].stopped_by:
+      cluster.report_plate_stop(summaries[0], loop.exit_status(summaries[0].stopped_by))
     return
   print(f"wrote {len(outputs)} file(s): {', '.join(outputs[:5])}{' ...' if len(outputs) > 5 else ''}")
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from n2v_jax import checkpoint, inference, metrics
+from n2v_jax import checkpoint, cluster, inference, metrics
 
 
 class Progress:
@@ -50,7 +50,8 @@ def plot_losses(metrics_path: str, out_png: str) -> None:
     ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="validation")
   ax.set_xlabel("step")
   ax.set_ylabel("blind-spot loss (normalized units)")
-  ax.set_yscale("log")
+  if all(r["train_loss"] > 0 for r in rows) and all(r["val_loss"] > 0 for r in val):
+    ax.set_yscale("log")  # not for a constant image, whose losses are 0
   ax.legend()
   fig.tight_layout()
   _save_figure(fig, out_png)
@@ -59,9 +60,15 @@ def plot_losses(metrics_path: str, out_png: str) -> None:
 def _save_figure(fig, out_png: str) -> None:
   import matplotlib.pyplot as plt
   tmp = os.path.join(os.path.dirname(out_png), "." + os.path.basename(out_png) + ".tmp.png")
-  fig.savefig(tmp, dpi=100)
-  plt.close(fig)
-  os.replace(tmp, out_png)
+  try:
+    fig.savefig(tmp, dpi=100)
+    os.replace(tmp, out_png)
+  except OSError as e:  # a full disk: no partial figure left behind
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise cluster.write_error(out_png, e) from None
+  finally:
+    plt.close(fig)
 
 
 def before_after_figure(noisy: np.ndarray, denoised: np.ndarray, clean: np.ndarray | None,

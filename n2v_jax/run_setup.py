@@ -14,7 +14,8 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
-from n2v_jax import checkpoint, config_lib, data as data_lib, loop, report, steps, symmetry
+from n2v_jax import checkpoint, cluster, config_lib, data as data_lib, loop, report, steps
+from n2v_jax import symmetry
 
 
 class NonFiniteLossError(RuntimeError):
@@ -56,10 +57,16 @@ def check_resume(workdir: str, config: Any) -> None:
                      "use a new --workdir to start a new run")
 
 
+def lock(workdir: str) -> None:
+  """One writer per workdir (cluster.lock_workdir): made, then locked before anything is
+  written into it; inside a @cluster.holds_locks function."""
+  os.makedirs(workdir, exist_ok=True)
+  cluster.lock_workdir(workdir)
+
+
 def write_run_files(workdir: str, config: Any, dataset: data_lib.Dataset,
                     runtime: dict) -> None:
   """config.json (with where it ran) and model.json; only once data and config are good."""
-  os.makedirs(workdir, exist_ok=True)
   config_dict = config_lib.to_dict(config)
   config_dict["runtime"] = {"processes": jax.process_count(), "jax": jax.__version__, **runtime}
   checkpoint.write_json_atomic(os.path.join(workdir, "config.json"), config_dict)
@@ -85,15 +92,13 @@ def validation_set(val_key: jax.Array, val_targets: jax.Array, spec: steps.StepS
 
 
 def truncate_metrics(path: str, last_step: int) -> None:
-  """On resume, drop lines logged after the restored checkpoint so the log continues it."""
+  """On resume, drop lines logged after the restored checkpoint so the log continues it
+  (and a last line cut short by a full disk)."""
   if not os.path.exists(path):
     return
   with open(path) as f:
-    lines = [l for l in f if l.strip() and json.loads(l)["step"] <= last_step]
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.writelines(lines)
-  os.replace(tmp, path)
+    lines = [l for l in f if l.strip().endswith("}") and json.loads(l)["step"] <= last_step]
+  checkpoint.write_text_atomic(path, "".join(lines))
 
 
 class SyncHandler:
@@ -142,8 +147,8 @@ class SyncHandler:
                   "time": time.time(), **self.extra}
         if val_loss is not None:
           record["val_loss"] = float(val_loss[i])
-        with open(path, "a") as f:
-          f.write(json.dumps(record) + "\n")
+        if path != os.devnull:
+          checkpoint.append_line(path, json.dumps(record))
       shown = {"train_loss": float(losses.mean()), "patches_per_s": patches_per_s * k}
       self.progress.update(sync.step, {**shown, **({"val_loss": float(val_loss.mean())}
                                                     if val_loss is not None else {})})

@@ -34,7 +34,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from n2v_jax import config_lib, loop, multi, train
+from n2v_jax import cluster, config_lib, loop, multi, train
 
 METRICS = (("psnr_denoised", "PSNR denoised (dB)"), ("psnr_noisy", "PSNR noisy (dB)"),
            ("val_loss", "final val loss"), ("train_loss", "final train loss"))
@@ -335,8 +335,8 @@ def main(argv: list[str] | None = None) -> None:
     with loop.Preemption() as preemption:
       result = run_sweep(args.config, args.workdir, vmap=not args.no_vmap,
                          max_vmap=args.max_vmap, preemption=preemption)
-  except (ValueError, FileNotFoundError, FileExistsError, train.NonFiniteLossError) as e:
-    print(f"error: {e}", file=sys.stderr)
+  except (ValueError, OSError, train.NonFiniteLossError) as e:  # OSError: a full disk, ...
+    print(f"error: {cluster.error_message(e)}", file=sys.stderr)
     sys.exit(1)
   if "signal" in result:
     loop.report_preemption(result["signal"], result["stopped_at"], args.workdir)

@@ -12,6 +12,7 @@ the axes. Either way `read_image` gives back the same data, axes and channel nam
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import tempfile
@@ -20,6 +21,8 @@ from typing import Any
 
 import numpy as np
 import tifffile
+
+from n2v_jax import cluster
 
 KNOWN_AXES = "STCZYX"
 _ALIASES = {"Q": "S", "I": "S"}
@@ -212,6 +215,25 @@ def _channel_names_from_ome(ome_xml: str, n_channels: int) -> list[str] | None:
     return None
 
 
+class _HeldWarnings(logging.Filter):
+    """Holds back tifffile's log records until close(): emitted then, or dropped."""
+
+    def __init__(self):
+        super().__init__()
+        self.records = []
+        logging.getLogger("tifffile").addFilter(self)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.records.append(record)
+        return False
+
+    def close(self, emit: bool) -> None:
+        logger = logging.getLogger("tifffile")
+        logger.removeFilter(self)
+        for record in self.records if emit else ():
+            logger.handle(record)
+
+
 def read_image(path: str | os.PathLike, axes: str | None = None, lazy: bool = False) -> Image:
     """Read series 0 of a TIFF with its axes; `axes` overrides the file's own letters.
 
@@ -223,6 +245,7 @@ def read_image(path: str | os.PathLike, axes: str | None = None, lazy: bool = Fa
         raise FileNotFoundError(f"{path}: no such file")
     if os.path.isdir(path):
         raise ValueError(f"{path}: is a folder, not a TIFF file")
+    held = _HeldWarnings()  # tifffile's warnings about a file we then refuse are noise
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
@@ -262,8 +285,10 @@ def read_image(path: str | os.PathLike, axes: str | None = None, lazy: bool = Fa
                 resolution = tuple(page.resolution)
                 resolution_unit = int(page.resolutionunit)
     except Exception as exc:  # tifffile raises many types for broken/unsupported files
+        held.close(emit=False)
         reason = str(exc) or type(exc).__name__
         raise ValueError(f"{path}: not a readable TIFF file ({reason})") from exc
+    held.close(emit=True)
 
     if axes is not None:
         given = validate_axes(axes)
@@ -438,9 +463,12 @@ def write_image(
             names = list(like.channel_names)
     kwargs = _write_kwargs(data, axes, like, names, extra_metadata)
 
-    fd, tmp = tempfile.mkstemp(
-        dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp"
-    )
+    try:
+        fd, tmp = tempfile.mkstemp(
+            dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp"
+        )
+    except OSError as e:  # a read-only or full folder
+        raise cluster.write_error(path, e) from None
     os.close(fd)  # reopened by name: tifffile wants a file object with a real name
     try:
         with open(tmp, "wb") as fh:
@@ -461,11 +489,14 @@ def write_image(
                 os.replace(tmp, path)
             else:
                 os.unlink(tmp)
-    except BaseException:
+    except BaseException as e:
+        error = cluster.write_error(path, e)  # a full disk reports no file name: name the output
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if error is not e:
+            raise error from None
         raise
     try:  # make the rename itself durable; not possible everywhere
         dir_fd = os.open(folder, os.O_RDONLY)

@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from n2v_jax import checkpoint, config_lib, data as data_lib, loop, models, run_setup, runtime
+from n2v_jax import checkpoint, cluster, config_lib, data as data_lib, loop, models, run_setup
+from n2v_jax import runtime
 from n2v_jax import steps
 
 NonFiniteLossError = run_setup.NonFiniteLossError
@@ -50,6 +51,7 @@ def _initialize_distributed(config: ml_collections.ConfigDict) -> None:
   jax.distributed.initialize(**kwargs)
 
 
+@cluster.holds_locks  # the workdir's lock is released when the run returns or raises
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        stop_after: int | None = None, array: np.ndarray | None = None,
                        preemption: loop.Preemption | None = None) -> dict:
@@ -83,7 +85,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   run_setup.check_resume(workdir, config)
   primary = jax.process_index() == 0  # multi-host: one process writes the host-side files
-  if primary:
+  if primary:  # one writer per workdir (a multi-host run: its first process)
+    run_setup.lock(workdir)
     run_setup.write_run_files(workdir, config, dataset, {
         "devices": len(devices), "device_kind": devices[0].device_kind,
         "platform": devices[0].platform})
@@ -162,8 +165,8 @@ def main(argv) -> None:
     with loop.Preemption() as preemption:
       summary = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir,
                                    preemption=preemption)
-  except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError) as e:
-    print(f"error: {e}", file=sys.stderr)
+  except (ValueError, OSError, NonFiniteLossError) as e:  # OSError: a full disk, ...
+    print(f"error: {cluster.error_message(e)}", file=sys.stderr)
     sys.exit(1)
   if "signal" in summary:
     loop.report_preemption(summary["signal"], summary["stopped_at"], flags.FLAGS.workdir)

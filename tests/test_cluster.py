@@ -1,0 +1,379 @@
+"""Runs that survive clusters: damaged checkpoints, one writer per workdir, full disks,
+plate runs stopped by a signal, bad inputs refused in one line."""
+
+import errno
+import fcntl
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from n2v_jax import batch, checkpoint, cluster, loop, multi, predict, report, tiff_io, train
+from tests.helpers import REPO, noisy_stack, tiny_config, write_tiff
+
+ENV = dict(os.environ, JAX_PLATFORMS="cpu")
+# 6 steps: checkpoints 2, 4, 6; no validation set (one compilation less per run)
+EVERY_2 = {"train.checkpoint_every": 2, "data.val_fraction": 0.0}
+
+
+def _cli(*args, **kwargs):
+  return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
+                        env=ENV, timeout=300, **kwargs)
+
+
+def _params(workdir):
+  return [np.asarray(x) for x in jax.tree.leaves(predict.load_predictor(str(workdir)).variables)]
+
+
+def _same(a, b):
+  return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def _hidden(folder):
+  return sorted(f for f in os.listdir(folder) if f.startswith(".") or f.endswith(".tmp"))
+
+
+def _truncate_all(step_dir):  # what a full disk or a crash mid-write leaves
+  for root, _, files in os.walk(step_dir):
+    for f in files:
+      path = os.path.join(root, f)
+      os.truncate(path, os.path.getsize(path) // 2)
+
+
+def _remove_manifest(step_dir):  # a missing piece
+  os.remove(os.path.join(step_dir, "default", "manifest.ocdbt"))
+
+
+def _changed_values(step_dir):  # a flipped bit in the array data, which orbax does not check
+  path = os.path.join(step_dir, "_CHECKPOINT_METADATA")
+  meta = json.load(open(path))
+  meta["custom_metadata"][checkpoint.CRC_KEY] += 1  # the same mismatch, made deterministic
+  json.dump(meta, open(path, "w"))
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+  """An uninterrupted run (checkpoint_every does not change what a run computes)."""
+  d = tmp_path_factory.mktemp("model")
+  train.train_and_evaluate(tiny_config(**{**EVERY_2, "train.checkpoint_every": 4}),
+                           str(d / "w"))
+  return str(d / "w")
+
+
+@pytest.fixture(scope="module")
+def stopped_at_4(tmp_path_factory):
+  """(a run stopped after step 4: checkpoints 2 and 4, the same run at step 2)."""
+  d = tmp_path_factory.mktemp("stopped")
+  w, at_2 = d / "w", d / "at_2"
+  assert train.train_and_evaluate(tiny_config(**EVERY_2), str(w), stop_after=2) == {
+      "stopped_at": 2}
+  shutil.copytree(w, at_2)
+  train.train_and_evaluate(tiny_config(**EVERY_2), str(w), stop_after=4)
+  return w, at_2
+
+
+def _copy(src, tmp_path):
+  shutil.copytree(src, tmp_path / "w")
+  return tmp_path / "w"
+
+
+# ------------------------------------------------------------------ damaged checkpoints
+
+
+@pytest.mark.parametrize("damage, resume", [(_truncate_all, True), (_remove_manifest, False),
+                                            (_changed_values, False)])
+def test_damaged_checkpoint_falls_back_to_the_newest_good_one(tmp_path, capfd, stopped_at_4,
+                                                              model_dir, damage, resume):
+  w = _copy(stopped_at_4[0], tmp_path)
+  damage(str(w / "checkpoints" / "4"))
+  capfd.readouterr()
+
+  # predict uses step 2 and says so in one line; it removes nothing
+  assert _same(_params(w), _params(stopped_at_4[1]))
+  err = capfd.readouterr().err
+  assert "Traceback" not in err and "Exception ignored" not in err, err
+  warned = [l for l in err.splitlines() if l.startswith("warning: checkpoint step 4")]
+  assert len(warned) == 1 and str(w / "checkpoints") in warned[0], err
+  assert warned[0].endswith("; using step 2") and "removed" not in warned[0]
+  assert checkpoint.latest_step(str(w)) == 4
+  if not resume:  # the rest does not depend on how the checkpoint was damaged
+    return
+
+  # training resumes from step 2 (the damaged step removed, then saved again) and ends
+  # where an uninterrupted run ends
+  train.train_and_evaluate(tiny_config(**EVERY_2), str(w))
+  err = capfd.readouterr().err
+  assert "Traceback" not in err, err
+  warned = [l for l in err.splitlines() if l.startswith("warning:")]
+  assert len(warned) == 1 and warned[0].endswith("; removed it; using step 2"), err
+  assert "Resuming from the checkpoint at step 2." in err
+  assert checkpoint.manager(str(w), read_only=True).all_steps() == [2, 4, 6]
+  assert _same(_params(w), _params(model_dir))
+  assert [json.loads(l)["step"] for l in open(w / "metrics.jsonl")] == [2, 4, 6]
+
+
+def test_no_readable_checkpoint_is_one_error_line(tmp_path, stopped_at_4):
+  w = _copy(stopped_at_4[0], tmp_path)
+  _truncate_all(str(w / "checkpoints" / "4"))
+  _remove_manifest(str(w / "checkpoints" / "2"))
+  with pytest.raises(ValueError, match="no checkpoint can be read") as e:
+    predict.load_predictor(str(w))
+  assert "\n" not in str(e.value) and "step 4: " in str(e.value)
+  tif = write_tiff(tmp_path / "in.tif", noisy_stack(0, (32, 32)), "YX")
+  r = _cli("-m", "n2v_jax.predict", "--workdir", str(w), "--input", tif, "--output",
+           str(tmp_path / "out.tif"))
+  assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+  assert r.stderr.strip().splitlines() == [f"error: {e.value}"]
+  assert not (tmp_path / "out.tif").exists()
+
+
+# ------------------------------------------------------------------ one writer per workdir
+
+HOLD = """
+import sys, time
+from n2v_jax import cluster
+@cluster.holds_locks
+def hold():
+  cluster.lock_workdir(sys.argv[1])
+  print("locked", flush=True)
+  time.sleep(120)
+hold()
+"""
+
+
+def test_second_run_is_refused_and_a_killed_runs_lock_does_not_block(tmp_path):
+  w = tmp_path / "w"
+  os.makedirs(w)
+  holder = subprocess.Popen([sys.executable, "-c", HOLD, str(w)], cwd=REPO, env=ENV,
+                            stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "locked"
+    r = _cli("-m", "n2v_jax.train", "--config", "configs/test_tiny.py", "--workdir", str(w))
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    errors = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1 and "in use by another run" in errors[0], r.stderr
+    assert f"pid {holder.pid} on " in errors[0] and "started " in errors[0]
+    assert os.listdir(w) == [cluster.LOCK_FILE]  # the refused run wrote nothing
+    # n2v_jax.multi (sweeps) locks every workdir before writing any of them
+    free = tmp_path / "free"
+    with pytest.raises(cluster.WorkdirInUseError, match=f"pid {holder.pid}"):
+      multi.train_many([tiny_config(), tiny_config(seed=1)], [str(free), str(w)])
+    assert not (free / "config.json").exists()
+  finally:
+    holder.kill()  # kill -9: the lock file stays, its lock goes with the process
+    holder.wait()
+  assert json.loads((w / cluster.LOCK_FILE).read_text())["pid"] == holder.pid
+  assert train.train_and_evaluate(tiny_config(**EVERY_2), str(w), stop_after=1) == {
+      "stopped_at": 1}
+  with open(w / cluster.LOCK_FILE) as f:  # released when the run returned
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  assert checkpoint.latest_step(str(w)) == 1
+  assert predict.load_predictor(str(w)).in_channels == 1  # the lock file bothers no reader
+
+
+def test_lock_released_when_the_run_raises(tmp_path):
+  @cluster.holds_locks
+  def failing(workdir):
+    cluster.lock_workdir(workdir)
+    raise ValueError("boom")
+
+  for _ in range(2):  # the second call would be refused if the first kept the lock
+    with pytest.raises(ValueError, match="boom"):
+      failing(str(tmp_path))
+
+
+# ------------------------------------------------------------------ full disk
+
+
+def test_full_disk_during_training_names_the_path_and_the_rerun_continues(
+    tmp_path, monkeypatch, stopped_at_4):
+  w = _copy(stopped_at_4[0], tmp_path)
+  real_save = ocp.CheckpointManager.save
+
+  def full_at_6(self, step, *args, **kwargs):  # tensorstore's error, as a real full disk
+    if step == 6:
+      raise ValueError(f'RESOURCE_EXHAUSTED: Error writing local file "{self.directory}/6.'
+                       'orbax-checkpoint-tmp/default.orbax-checkpoint-tmp/_sharding": Failed '
+                       "to write 11379 bytes to file 8: No space left on device "
+                       "[os_error_code='28']")
+    return real_save(self, step, *args, **kwargs)
+
+  monkeypatch.setattr(ocp.CheckpointManager, "save", full_at_6)
+  with pytest.raises(cluster.WriteError) as e:
+    train.train_and_evaluate(tiny_config(**EVERY_2), str(w))
+  assert cluster.error_message(e.value) == (
+      f"could not write {w}/checkpoints/6: No space left on device")
+  with open(w / "metrics.jsonl", "a") as f:
+    f.write('{"step": 8, "train_lo')  # a last line a full disk cut short
+  monkeypatch.setattr(ocp.CheckpointManager, "save", real_save)  # space freed
+  train.train_and_evaluate(tiny_config(**EVERY_2), str(w))
+  assert checkpoint.latest_step(str(w)) == 6
+  assert [json.loads(l)["step"] for l in open(w / "metrics.jsonl")] == [2, 4, 6]
+
+  real_replace = os.replace
+
+  def full_replace(src, dst, *args, **kwargs):
+    if str(dst).endswith("summary.json"):
+      raise OSError(errno.ENOSPC, "No space left on device")
+    return real_replace(src, dst, *args, **kwargs)
+
+  monkeypatch.setattr(os, "replace", full_replace)
+  os.remove(w / "summary.json")
+  with pytest.raises(cluster.WriteError) as e:  # the finished run redoes its evaluation
+    train.train_and_evaluate(tiny_config(**EVERY_2), str(w))
+  assert str(e.value) == f"could not write {w}/summary.json: No space left on device"
+  assert not (w / "summary.json").exists() and _hidden(w) == [cluster.LOCK_FILE]
+
+
+def _short_write(fh, data, **kwargs):
+  fh.write(b"II*\x00partial")
+  raise OSError("65536 requested and 44968 written")  # tifffile's own check, no errno
+
+
+def _enospc(fh, data, **kwargs):
+  fh.write(b"II*\x00partial")
+  raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("failing_write", [_enospc, _short_write])
+def test_full_disk_stops_a_plate_and_the_rerun_continues(tmp_path, monkeypatch, model_dir,
+                                                         failing_write):
+  src, out = tmp_path / "in", tmp_path / "out"
+  os.makedirs(src)
+  for i in range(4):
+    write_tiff(src / f"f{i}.tif", noisy_stack(i, (32, 32)), "YX")
+  pred = predict.load_predictor(model_dir)
+  real_imwrite, calls = tiff_io.tifffile.imwrite, []
+
+  def imwrite(fh, data, **kwargs):
+    calls.append(1)
+    return (real_imwrite if len(calls) == 1 else failing_write)(fh, data, **kwargs)
+
+  monkeypatch.setattr(tiff_io.tifffile, "imwrite", imwrite)
+  if failing_write is _short_write:  # the folder is full as the write fails
+    free = os.statvfs(str(tmp_path))
+    monkeypatch.setattr(cluster.os, "statvfs", lambda p: os.statvfs_result(
+        (*free[:4], 0, *free[5:])))
+  with pytest.raises(cluster.WriteError) as e:
+    batch.denoise_folder(pred, str(src), str(out), progress=False)
+  assert str(e.value).startswith(f"could not write {out}/f1.tif: No space left on device; "
+                                 "stopped the plate after 2 of 4 job(s)")
+  assert len(calls) == 2  # the plate stopped at the first failing write
+  assert sorted(os.listdir(out)) == ["f0.tif", "n2v_batch_report.json"]  # nothing partial
+  report = json.load(open(out / "n2v_batch_report.json"))
+  assert report["counts"] == {"done": 1, "skipped": 0, "failed": 1}
+  monkeypatch.undo()  # space freed: the same run goes on where it stopped
+  summary = batch.denoise_folder(pred, str(src), str(out), progress=False)
+  assert (len(summary.of("done")), len(summary.of("skipped"))) == (3, 1)
+  assert _hidden(out) == []
+
+
+# ------------------------------------------------------------------ plate runs
+
+
+def test_plate_stops_after_the_current_file_on_sigterm(tmp_path, model_dir):
+  src, out = tmp_path / "in", tmp_path / "out"
+  os.makedirs(src)
+  names = [f"f{i}.tif" for i in range(6)]
+  for i, n in enumerate(names):
+    write_tiff(src / n, noisy_stack(i, (128, 128)), "YX")
+  # TTA on small tiles: each file takes long enough for the signal to land mid-plate
+  proc = subprocess.Popen([sys.executable, "-m", "n2v_jax.predict", "--workdir", model_dir,
+                           "--input", str(src), "--output", str(out), "--tta", "--tile", "32",
+                           "--noprogress"], cwd=REPO, env=ENV, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 240
+  while time.time() < deadline and not (out / "f0.tif").exists():
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)
+  stdout, stderr = proc.communicate(timeout=240)
+  assert proc.returncode == loop.exit_status(signal.SIGTERM) == 143, stderr
+  assert "Traceback" not in stderr
+  lines = [l for l in stderr.splitlines() if l.startswith("SIGTERM")]
+  assert len(lines) == 1 and "run the same command again" in lines[0], stderr
+  done = sorted(f for f in os.listdir(out) if f.endswith(".tif"))
+  assert 1 <= len(done) < len(names) and _hidden(out) == []
+  for f in done:  # whole files only
+    assert tiff_io.read_image(str(out / f)).data.shape == (128, 128)
+  report = json.load(open(out / "n2v_batch_report.json"))
+  assert report["counts"]["done"] == len(done) and f"denoised {len(done)}," in stdout
+  summary = batch.denoise_folder(predict.load_predictor(model_dir), str(src), str(out),
+                                 progress=False)
+  assert len(summary.of("skipped")) == len(done)
+  assert len(summary.of("done")) == len(names) - len(done)
+
+
+def test_plate_skips_a_job_another_process_holds(tmp_path, model_dir):
+  src, out = tmp_path / "in", tmp_path / "out"
+  os.makedirs(src)
+  os.makedirs(out)
+  for i in range(3):
+    write_tiff(src / f"f{i}.tif", noisy_stack(i, (32, 32)), "YX")
+  held = subprocess.Popen([sys.executable, "-c", (
+      "import fcntl, json, os, sys, time\n"
+      "f = open(sys.argv[1], 'w'); fcntl.flock(f, fcntl.LOCK_EX)\n"
+      "f.write(json.dumps({'pid': os.getpid(), 'host': 'h', 'started': 't'})); f.flush()\n"
+      "print('held', flush=True); time.sleep(120)"), str(out / ".f1.tif.lock")],
+      stdout=subprocess.PIPE, text=True)
+  try:
+    assert held.stdout.readline().strip() == "held"
+    summary = batch.denoise_folder(predict.load_predictor(model_dir), str(src), str(out),
+                                   progress=False)
+  finally:
+    held.kill()
+    held.wait()
+  busy = [r for r in summary.results if r.reason]
+  assert [r.name for r in busy] == ["f1.tif"] and busy[0].status == "skipped"
+  assert f"pid {held.pid}" in busy[0].reason
+  assert "denoised 2, skipped 0 (already done), 1 in progress elsewhere" in summary.line()
+  assert sorted(os.listdir(out)) == [".f1.tif.lock", "f0.tif", "f2.tif",
+                                     "n2v_batch_report.json"]
+  # the holder is gone (killed): its claim no longer counts, the job runs, the claim goes
+  summary = batch.denoise_folder(predict.load_predictor(model_dir), str(src), str(out),
+                                 progress=False)
+  assert [r.name for r in summary.of("done")] == ["f1.tif"] and _hidden(out) == []
+
+
+# ------------------------------------------------------------------ bad training inputs
+
+
+@pytest.mark.parametrize("make_args, message", [
+    # tifffile's warning about the file used to come as a second line
+    (lambda d: [f"--config.data.path={_write(d / 'c.tif', b'II*' + bytes(1) + b'x' * 500)}"],
+     "not a readable TIFF file"),
+    # a syntax error in a config file used to be a traceback
+    (lambda d: ["--config", _write(d / "cfg.py", b"def get_config(:\n")],
+     "invalid syntax (line 1)"),
+    (lambda d: ["--config.train.nosuchfield=1"], "unknown config field 'nosuchfield'"),
+])
+def test_bad_inputs_are_one_error_line(tmp_path, make_args, message):
+  args = make_args(tmp_path)
+  r = _cli("-m", "n2v_jax.train", "--config", "configs/test_tiny.py", "--workdir",
+           str(tmp_path / "w"), *args)
+  assert r.returncode == 1, r.stderr
+  lines = [l for l in r.stderr.splitlines() if not l.startswith("Training on")]
+  assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], r.stderr
+  assert not (tmp_path / "w").exists()
+
+
+def _write(path, data: bytes) -> str:
+  path.write_bytes(data)
+  return str(path)
+
+
+def test_loss_plot_of_a_constant_image_warns_nothing(tmp_path, recwarn):
+  """A constant image trains to losses of 0 (and finite outputs): the plot used to warn."""
+  metrics = tmp_path / "metrics.jsonl"
+  metrics.write_text("".join(json.dumps({"step": s, "train_loss": 0.0, "val_loss": 0.0}) + "\n"
+                             for s in (2, 4)))
+  report.plot_losses(str(metrics), str(tmp_path / "loss.png"))
+  assert (tmp_path / "loss.png").exists()
+  assert not [w for w in recwarn if "log-scaled" in str(w.message)]
