@@ -93,6 +93,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.checkpoint_every = 150
   config.train.keep_checkpoints = 3
   config.train.progress = True  # progress bar on stderr
+  # TensorBoard events in <workdir>/tensorboard/ (losses, learning rate, patches/s, and a
+  # before/after image of a validation patch at each evaluation): tensorboard --logdir DIR
+  config.train.tensorboard = True
   config.train.data_parallel = True  # shard batches over all visible devices
   # CPU only, opt-in: split the host into this many XLA devices for data parallelism
   # (0 = auto, 1 = off). ~1.85x faster than 1 device on 2 cores, but XLA:CPU twice aborted

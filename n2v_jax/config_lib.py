@@ -8,6 +8,7 @@ import ml_collections
 # Fields that may change when an existing workdir is resumed.
 RESUMABLE_CHANGES = ("train.num_steps", "train.log_every", "train.checkpoint_every",
                      "train.eval_every", "train.progress", "train.keep_checkpoints",
+                     "train.tensorboard",  # logging only
                      "predict.tile", "predict.tta", "data.stream_cache_files",
                      # float rounding only (data parallelism, convolutions on batch slices)
                      "train.cpu_devices", "model.batch_chunks",
@@ -139,7 +140,8 @@ ADDED_FIELDS = {"algorithm": "n2v", "data.target_path": "", "data.streaming": Fa
                 "data.stream_patches_per_image": 1, "data.channel_pattern": "",
                 "data.channels": [], "data.channel_names": [],
                 "data.synthetic.correlation": 0.0,
-                "model.upsampling": "nearest", "model.batch_chunks": 0, "train.cpu_devices": 1}
+                "model.upsampling": "nearest", "model.batch_chunks": 0, "train.cpu_devices": 1,
+                "train.tensorboard": False}
 
 
 def incompatible_changes(saved: dict, current: dict) -> list[str]:

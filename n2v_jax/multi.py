@@ -200,7 +200,8 @@ def train_many(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[
       steps.update_plateau, factor=config.opt.plateau_factor,
       patience=config.opt.plateau_patience)))
   on_sync = run_setup.SyncHandler(config, workdirs, mngrs, start, p_eval, val, p_plateau,
-                                  stacked=True, extra={"vmapped_models": k})
+                                  stacked=True, extra={"vmapped_models": k},
+                                  p_preview=run_setup.preview_fn(model, stacked=True))
 
   state, stopped = loop.run(lambda s: p_step(s, images, sizes, train_keys, base_lr), state,
                             start, config.train, stop_after, on_sync, preemption)

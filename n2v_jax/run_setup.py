@@ -14,8 +14,8 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
-from n2v_jax import checkpoint, cluster, config_lib, data as data_lib, loop, report, steps
-from n2v_jax import symmetry
+from n2v_jax import checkpoint, cluster, config_lib, data as data_lib, loop, models, report
+from n2v_jax import steps, symmetry, tensorboard_log
 
 
 class NonFiniteLossError(RuntimeError):
@@ -101,20 +101,35 @@ def truncate_metrics(path: str, last_step: int) -> None:
   checkpoint.write_text_atomic(path, "".join(lines))
 
 
+def preview_fn(model: Any, stacked: bool):
+  """(state, patches) -> the network's prediction, for the TensorBoard before/after image;
+  `stacked`: states and patches with a leading models axis (n2v_jax.multi)."""
+  one = lambda state, x: models.apply_model(model, state.variables, x, train=False)
+  return jax.jit(jax.vmap(one) if stacked else one)
+
+
 class SyncHandler:
   """What a run does at each host sync (loop.Sync): stop on a non-finite loss, write a
-  metrics line per model, evaluate (and update the plateau schedule), checkpoint."""
+  metrics line per model (and TensorBoard events), evaluate (and update the plateau
+  schedule), checkpoint.
+
+  p_preview: preview_fn(model, stacked); with train.tensorboard each evaluation logs the
+  first validation patch and the current model's prediction of it."""
 
   def __init__(self, config: Any, workdirs: Sequence[str], mngrs: Sequence[Any], start: int,
                p_eval: Any, val: tuple | None, p_plateau: Any, stacked: bool,
-               primary: bool = True, extra: dict | None = None):
+               primary: bool = True, extra: dict | None = None, p_preview: Any = None):
     self.config, self.workdirs, self.mngrs, self.stacked = config, list(workdirs), mngrs, stacked
     self.p_eval, self.val, self.p_plateau, self.extra = p_eval, val, p_plateau, extra or {}
+    self.p_preview = p_preview
     self.metrics_paths = [os.path.join(w, "metrics.jsonl") if primary else os.devnull
                           for w in self.workdirs]
     if primary:
       for p in self.metrics_paths:
         truncate_metrics(p, start)
+    # one event directory per workdir, written by the primary process only
+    self.tb_logs = ([tensorboard_log.RunLog(w, start) for w in self.workdirs]
+                    if primary and config.train.tensorboard else [])
     k = len(self.workdirs)
     self.progress = report.Progress(start, config.train.num_steps,
                                     config.train.batch_size * k, config.train.progress and primary)
@@ -152,15 +167,40 @@ class SyncHandler:
       shown = {"train_loss": float(losses.mean()), "patches_per_s": patches_per_s * k}
       self.progress.update(sync.step, {**shown, **({"val_loss": float(val_loss.mean())}
                                                     if val_loss is not None else {})})
+      if self.tb_logs:
+        self._tensorboard(state, sync.step, losses, lr_now, patches_per_s, val_loss)
     if sync.save:
       for i, m in enumerate(self.mngrs):
         checkpoint.save(m, sync.step, jax.tree.map(lambda x: x[i], state) if self.stacked
                         else state)
     return state
 
+  def _tensorboard(self, state: Any, step: int, losses: np.ndarray, lr_now: np.ndarray,
+                   patches_per_s: float, val_loss: np.ndarray | None) -> None:
+    """The metrics.jsonl values of each model as scalars; at evaluations the preview."""
+    previews = [None] * len(self.tb_logs)
+    if val_loss is not None and self.p_preview is not None:
+      # the noisy patch the network is to denoise: n2v's targets are the unmasked patches,
+      # n2n/care's inputs are unmasked already. One patch: a cheap call.
+      noisy = self.val[1] if self.config.algorithm == "n2v" else self.val[0]
+      noisy = noisy[:, :1] if self.stacked else noisy[:1]
+      denoised = np.asarray(self.p_preview(state, noisy))
+      noisy = np.asarray(noisy)
+      previews = ([(noisy[i, 0], denoised[i, 0]) for i in range(len(self.tb_logs))]
+                  if self.stacked else [(noisy[0], denoised[0])])
+    for i, (log, preview) in enumerate(zip(self.tb_logs, previews)):
+      log.scalars(step, {"train_loss": float(losses[:, i].mean()),
+                         "learning_rate": float(lr_now[i]), "patches_per_s": patches_per_s,
+                         **({"val_loss": float(val_loss[i])} if val_loss is not None else {})})
+      if preview is not None:
+        log.preview(step, *preview)
+      log.flush()
+
   def close(self) -> None:
     for m in self.mngrs:
       m.wait_until_finished()
+    for log in self.tb_logs:
+      log.close()
     self.progress.close()
 
 

@@ -134,7 +134,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   p_plateau = jax.jit(functools.partial(steps.update_plateau, factor=config.opt.plateau_factor,
                                         patience=config.opt.plateau_patience))
   on_sync = run_setup.SyncHandler(config, [workdir], [mngr], start, p_eval, val, p_plateau,
-                                  stacked=False, primary=primary)
+                                  stacked=False, primary=primary,
+                                  p_preview=run_setup.preview_fn(model, stacked=False))
 
   # Inputs in place before the first step, so its time is the step's own (with the opt-in
   # CPU device split this did not prevent XLA's all-reduce abort: n2v_jax/runtime.py).

@@ -35,3 +35,18 @@ def noisy_stack(seed, shape, dtype=np.float32):
 
 def data_root():
   return os.environ.get("N2V_DATA", os.path.join(REPO, "..", "shared", "data"))
+
+
+def tensorboard_events(workdir):
+  """({tag: [(step, value)]}, {tag: [(step, image)]}) of a workdir's TensorBoard events, read
+  by TensorBoard's own EventAccumulator (which applies the purge of a restarted run)."""
+  import io
+  from PIL import Image
+  from tensorboard.backend.event_processing import event_accumulator as ea
+  acc = ea.EventAccumulator(os.path.join(str(workdir), "tensorboard"),
+                            size_guidance={ea.SCALARS: 0, ea.IMAGES: 0})
+  acc.Reload()
+  scalars = {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]}
+  images = {t: [(e.step, np.asarray(Image.open(io.BytesIO(e.encoded_image_string))))
+                for e in acc.Images(t)] for t in acc.Tags()["images"]}
+  return scalars, images

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from n2v_jax import multi, predict, train
-from tests.helpers import tiny_config
+from tests.helpers import tensorboard_events, tiny_config
 
 # Seeds and peak learning rates of the three models: two share a seed, two a rate.
 POINTS = [(0, 1e-3), (1, 1e-3), (0, 3e-3)]
@@ -62,6 +62,14 @@ def test_vmapped_models_equal_separate_runs(tmp_path, compile_cache):
                                [r["val_loss"] for r in rows_alone], rtol=1e-4)
     np.testing.assert_allclose([r["learning_rate"] for r in rows],
                                [r["learning_rate"] for r in rows_alone], rtol=1e-6)
+    # each workdir has its own TensorBoard events: its own losses and preview images
+    scalars, images = tensorboard_events(d)
+    _, images_alone = tensorboard_events(tmp_path / f"alone{i}")
+    np.testing.assert_allclose([v for _, v in scalars["loss/validation"]],
+                               [r["val_loss"] for r in rows], rtol=1e-6)
+    for (_, a), (_, b) in zip(images["preview/noisy_vs_denoised"],
+                              images_alone["preview/noisy_vs_denoised"], strict=True):
+      assert np.abs(a.astype(int) - b.astype(int)).max() <= 2  # uint8, float rounding
   # The models really differ: another seed or rate gives other parameters.
   assert not np.allclose(_leaves(dirs[0])[0], _leaves(dirs[1])[0])
   assert not np.allclose(_leaves(dirs[0])[0], _leaves(dirs[2])[0])
