@@ -89,6 +89,7 @@ class Summary:
   seconds: float
   report_path: str = ""
   stopped_by: int = 0  # the signal that stopped the run after a job (0: it ran to the end)
+  container: str = "folder"  # what the jobs came from ('plate': an OME-Zarr plate's fields)
 
   def of(self, status: str) -> list[Result]:
     return [r for r in self.results if r.status == status]
@@ -99,7 +100,7 @@ class Summary:
 
   def line(self) -> str:
     i, n = self.shard
-    where = f" in shard {i}/{n} ({self.total_jobs} in the folder)" if n > 1 else ""
+    where = f" in shard {i}/{n} ({self.total_jobs} in the {self.container})" if n > 1 else ""
     noted = sum(bool(r.notes) for r in self.results)
     busy = sum(bool(r.reason) for r in self.of("skipped"))  # claimed by another process
     return (f"denoised {len(self.of('done'))}, skipped {len(self.of('skipped')) - busy} "
@@ -272,7 +273,7 @@ def denoise_folder(pred, input_dir: str, output_dir: str, *, axes: str | None = 
 def run_jobs(jobs: list[Job], failed: list[Result], run: Callable[[Job], Result],
              finished: Callable[[Job], bool], output_dir: str, *, shard: tuple[int, int],
              overwrite: bool, progress: bool, report: bool, preemption, started: float,
-             report_info: dict, unit: str = "file") -> Summary:
+             report_info: dict, unit: str = "file", container: str = "folder") -> Summary:
   """The loop of a folder or plate run: the jobs of this shard, each claimed and run (or
   skipped when `finished`), failures recorded, a stop on a signal or a write error, the
   report. `failed`: jobs that failed before running (e.g. incomplete fields)."""
@@ -313,7 +314,7 @@ def run_jobs(jobs: list[Job], failed: list[Result], run: Callable[[Job], Result]
   if bar is not None:
     bar.close()
   summary = Summary(results, (i, n), total, time.perf_counter() - started,
-                    stopped_by=stopped_by)
+                    stopped_by=stopped_by, container=container)
   if report:
     name = "n2v_batch_report.json" if n == 1 else f"n2v_batch_report_shard{i}of{n}.json"
     summary.report_path = os.path.join(output_dir, name)

@@ -8,9 +8,10 @@ of sample i in the canonical (*spatial, C) float32 layout of tiff_io.to_canonica
 checks (axes, channel counts, spatial axes, NaN) are made here, once, for every caller.
 
 Uncompressed TIFFs and .npy files are memory-mapped: reading a region reads only its
-pixels. Zarr arrays and OME-Zarr images (and the fields of an HCS plate) are zarr arrays,
-sliced the same way: a region reads only the chunks it touches (n2v_jax.zarr_io). Files that cannot be mapped (compressed, tiled) are decoded whole on first use, and
-the last `data.stream_cache_files` of them are kept (LRU).
+pixels. Files that cannot be mapped (compressed, tiled) are decoded whole on first use, and
+the last `data.stream_cache_files` of them are kept (LRU). Zarr arrays and OME-Zarr images
+(and each field of an HCS plate) are zarr arrays, sliced the same way: a region reads only
+the chunks it touches (n2v_jax.zarr_io).
 """
 
 import collections

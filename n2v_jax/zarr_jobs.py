@@ -170,6 +170,6 @@ def denoise_plate(pred: inference.Predictor, input_path: str, output_path: str, 
                                   block_voxels=block_voxels)
   return batch.run_jobs(jobs, [], run, lambda job: finished(job.outputs[0]), output_path,
                         shard=(i, n), overwrite=overwrite, progress=progress, report=report,
-                        preemption=preemption, started=t0, unit="field",
+                        preemption=preemption, started=t0, unit="field", container="plate",
                         report_info={"input": os.path.abspath(input_path), "dtype": dtype,
                                      "int_scale": scale, "int_offset": offset})
