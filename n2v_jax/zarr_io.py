@@ -2,12 +2,13 @@
 
 Reading. A path is a zarr store when it is a folder with zarr metadata (`zarr.json`: zarr
 v3; `.zarray`/`.zgroup`/`.zattrs`: v2). Of an OME-Zarr image (NGFF 0.4 in zarr v2, NGFF
-0.5 in zarr v3 under the `ome` attribute) level 0 (the first dataset of `multiscales`) is
-read, lazily: a `zarr.Array` is sliced like a NumPy array and reads only the chunks a
-region touches. Axes come from the metadata (t->T, c->C, z->Z, y->Y, x->X; a z of size 1 is
-read as a sample axis, so a TCZYX plane is a 2D image), channel names from
-`omero.channels[].label`. A plain zarr array has no axes: they must be given. A plate
-(`plate` metadata: plate -> wells -> fields) or a well lists its fields as images.
+0.5 in zarr v3 under the `ome` attribute; the 0.6 draft's coordinateSystems axes too)
+level 0 (the first dataset of `multiscales`) is read, lazily: a `zarr.Array` is sliced like
+a NumPy array and reads only the chunks a region touches. Axes come from the metadata
+(t->T, c->C, z->Z, y->Y, x->X; a z of size 1 is read as a sample axis, so a TCZYX plane is
+a 2D image), channel names from `omero.channels[].label`. A plain zarr array has no axes:
+they must be given. A plate (`plate` metadata: plate -> wells -> fields) or a well lists
+its fields as images.
 
 Writing. `create_image` makes an output like an input image: the same NGFF version and zarr
 format, axes, level-0 coordinateTransformations (scales), omero channels, chunks and
@@ -161,7 +162,7 @@ def open_image(path: str, axes: str | None = None) -> ZarrImage:
     array = node[level]
   except KeyError:
     raise ValueError(f"{path}: level 0 ({level!r}) of the multiscales is missing") from None
-  named, letters = _our_axes(path, ms.get("axes") or [], tuple(array.shape))
+  named, letters = _our_axes(path, _ngff_axes(ms), tuple(array.shape))
   if axes and tiff_io.validate_axes(axes) not in (named, letters):
     raise ValueError(f"{path}: axes {axes} given, but the OME-Zarr metadata says {named} "
                      f"({', '.join(_axis_names(ms))})")
@@ -172,8 +173,16 @@ def open_image(path: str, axes: str | None = None) -> ZarrImage:
                    level)
 
 
+def _ngff_axes(ms: dict) -> list:
+  """multiscales[0]'s axes; in the NGFF 0.6 draft, those of its first coordinate system."""
+  if ms.get("axes"):
+    return ms["axes"]
+  systems = ms.get("coordinateSystems") or [{}]
+  return systems[0].get("axes") or []
+
+
 def _axis_names(ms: dict) -> list[str]:
-  return [a if isinstance(a, str) else str(a.get("name")) for a in ms.get("axes") or []]
+  return [a if isinstance(a, str) else str(a.get("name")) for a in _ngff_axes(ms)]
 
 
 def kind(path: str) -> str:
@@ -321,10 +330,10 @@ def _image_attributes(like: ZarrImage, extra: dict) -> dict:
   ome = {"multiscales": [ms]}
   if like.omero is not None:
     ome["omero"] = like.omero
-  if like.version == "0.4":
-    ms["version"] = "0.4"
+  if like.zarr_format == 2:  # NGFF <= 0.4: the version in the multiscale
+    ms["version"] = like.version
     return {**ome, "n2v": extra}
-  ms.pop("version", None)  # 0.5: the version is the 'ome' namespace's
+  ms.pop("version", None)  # zarr v3 (NGFF >= 0.5): the version is the 'ome' namespace's
   return {"ome": {"version": like.version, **ome}, "n2v": extra}
 
 

@@ -151,6 +151,17 @@ def test_plain_zarr_array_needs_axes(tmp_path):
   np.testing.assert_array_equal(source.sample(1)[..., 0], data[1])
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # ome-zarr's own pydantic warning
+def test_ngff_06_draft_axes_from_its_coordinate_system(tmp_path):
+  from ome_zarr.classes.image import OMEZarrImage, OMEZarrMultiscale
+  image = OMEZarrImage(data=noisy_stack(3, (3, 32, 32)), scale={"c": 1.0, "y": 0.5, "x": 0.5},
+                       axes=["c", "y", "x"], name="draft")
+  group = zarr.open_group(str(tmp_path / "v06.zarr"), mode="w")
+  OMEZarrMultiscale(image=image, scale_factors=[2]).to_ome_zarr(group=group, overwrite=True)
+  img = zarr_io.open_image(str(tmp_path / "v06.zarr"))
+  assert img.version == "0.6" and img.axes == "CYX" and img.shape == (3, 32, 32)
+
+
 def test_a_patch_reads_only_the_chunks_it_touches(tmp_path, monkeypatch):
   path = write_ome(tmp_path / "big.ome.zarr", noisy_stack(4, (3, 96, 96)), "CYX", (1, 16, 16))
   source = sources.open_paths(sources.FileStore(8), path, None)
@@ -224,6 +235,25 @@ def test_block_regions_match_whole_image_3d(tmp_path):
   _, denoised, _ = read_ome(tmp_path / "out.ome.zarr")
   whole = inference.predict_image(p, data[..., None], 0)[..., 0]
   np.testing.assert_allclose(denoised, whole, rtol=1e-4, atol=1e-3 * data.std())
+
+
+def test_plain_sharded_uint16_array_to_array_with_input_dtype(pred, tmp_path):
+  data = noisy_stack(12, (3, 40, 48)).astype(np.uint16)
+  src = zarr.create_array(str(tmp_path / "in.zarr"), shape=data.shape, dtype="uint16",
+                          chunks=(1, 8, 8), shards=(1, 16, 16))
+  src[:] = data
+  out = str(tmp_path / "out.zarr")
+  with pytest.raises(ValueError, match="no axes"):
+    zarr_jobs.denoise_image(pred, str(tmp_path / "in.zarr"), out)
+  result = zarr_jobs.denoise_image(pred, str(tmp_path / "in.zarr"), out, axes="CYX",
+                                   dtype="input", block_voxels=3 * 16 * 32)
+  header, _ = zarr_io.BlockLog(out).read()
+  assert result.status == "done" and header["block"] == [3, 32, 16]  # whole shards
+  written = zarr.open_array(out, mode="r")
+  assert written.dtype == np.uint16 and written.chunks == (1, 8, 8)
+  assert written.shards == (1, 16, 16) and written.attrs["n2v"]["n2v_scale"] == 1.0
+  expected = np.clip(np.rint(_reference(pred, data[None].astype(np.float32))[0]), 0, 65535)
+  assert np.abs(written[:].astype(np.float64) - expected).max() <= 1  # float rounding only
 
 
 class Killed(BaseException):
