@@ -38,7 +38,7 @@ import os
 import sys
 import time
 import zlib
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import tifffile
@@ -51,10 +51,24 @@ EXIT_SOME_FAILED = 2  # CLI exit status when some files of a folder failed (1: n
 
 @dataclasses.dataclass
 class Job:
-  name: str  # file name, or field key for grouped channels
+  name: str  # file name, or field key for grouped channels, or a plate's 'A/1/0'
   inputs: list[str]
   outputs: list[str]
   field: fields_lib.Field | None = None
+  key: str = ""  # for the shard and the claim file when `name` has '/' (a plate's field)
+
+  @property
+  def shard_key(self) -> str:
+    return self.key or self.name
+
+
+class Stopped(Exception):
+  """A job stopped part-way by a signal (an active loop.Preemption): what it wrote is
+  complete and the same command continues it."""
+
+  def __init__(self, signum: int, message: str):
+    super().__init__(message)
+    self.signum = signum
 
 
 @dataclasses.dataclass
@@ -75,6 +89,7 @@ class Summary:
   seconds: float
   report_path: str = ""
   stopped_by: int = 0  # the signal that stopped the run after a job (0: it ran to the end)
+  container: str = "folder"  # what the jobs came from ('plate': an OME-Zarr plate's fields)
 
   def of(self, status: str) -> list[Result]:
     return [r for r in self.results if r.status == status]
@@ -85,7 +100,7 @@ class Summary:
 
   def line(self) -> str:
     i, n = self.shard
-    where = f" in shard {i}/{n} ({self.total_jobs} in the folder)" if n > 1 else ""
+    where = f" in shard {i}/{n} ({self.total_jobs} in the {self.container})" if n > 1 else ""
     noted = sum(bool(r.notes) for r in self.results)
     busy = sum(bool(r.reason) for r in self.of("skipped"))  # claimed by another process
     return (f"denoised {len(self.of('done'))}, skipped {len(self.of('skipped')) - busy} "
@@ -245,27 +260,45 @@ def denoise_folder(pred, input_dir: str, output_dir: str, *, axes: str | None = 
   if not 0 <= i < n:
     raise ValueError(f"shard {i}/{n}: expected 0 <= i < N")
   jobs, failed = plan(input_dir, output_dir, pattern, channels)
-  total = len(jobs) + len(failed)
-  jobs = [j for j in jobs if shard_of(j.name, n) == i]
-  failed = [r for r in failed if shard_of(r.name, n) == i]
   os.makedirs(output_dir, exist_ok=True)
+  run = lambda job: run_job(pred, job, axes=axes, tile=tile, tta=tta, overwrite=overwrite,
+                            dtype=dtype, scale=scale, offset=offset)
+  finished = lambda job: all(os.path.exists(o) for o in job.outputs)
+  return run_jobs(jobs, failed, run, finished, output_dir, shard=(i, n), overwrite=overwrite,
+                  progress=progress, report=report, preemption=preemption, started=t0,
+                  report_info={"input": os.path.abspath(input_dir), "dtype": dtype,
+                               "int_scale": scale, "int_offset": offset})
+
+
+def run_jobs(jobs: list[Job], failed: list[Result], run: Callable[[Job], Result],
+             finished: Callable[[Job], bool], output_dir: str, *, shard: tuple[int, int],
+             overwrite: bool, progress: bool, report: bool, preemption, started: float,
+             report_info: dict, unit: str = "file", container: str = "folder") -> Summary:
+  """The loop of a folder or plate run: the jobs of this shard, each claimed and run (or
+  skipped when `finished`), failures recorded, a stop on a signal or a write error, the
+  report. `failed`: jobs that failed before running (e.g. incomplete fields)."""
+  i, n = shard
+  total = len(jobs) + len(failed)
+  jobs = [j for j in jobs if shard_of(j.shard_key, n) == i]
+  failed = [r for r in failed if shard_of(r.name, n) == i]
   results = list(failed)
   bar = None
   if progress:
     from tqdm import tqdm
-    bar = tqdm(total=len(jobs), unit="file", dynamic_ncols=True, file=sys.stderr)
+    bar = tqdm(total=len(jobs), unit=unit, dynamic_ncols=True, file=sys.stderr)
   stop, stopped_by = None, 0  # a write error that every later job would meet; a signal
   for job in jobs:
     if preemption is not None and preemption.signum is not None:
       stopped_by = preemption.signum
       break  # after a whole job: every output written is complete
-    needed = overwrite or not all(os.path.exists(o) for o in job.outputs)
-    with cluster.claim_job(output_dir, job.name, needed) as holder:
+    needed = overwrite or not finished(job)
+    with cluster.claim_job(output_dir, job.shard_key, needed) as holder:
       try:
         result = (Result(job.name, "skipped", f"in progress in another process ({holder})")
-                  if holder else run_job(pred, job, axes=axes, tile=tile, tta=tta,
-                                         overwrite=overwrite, dtype=dtype, scale=scale,
-                                         offset=offset))
+                  if holder else run(job))
+      except Stopped as exc:  # part-way through a job: what it wrote is complete
+        stopped_by = exc.signum
+        break
       except Exception as exc:  # one bad file must not stop a plate
         result = Result(job.name, "failed", _reason(exc, job))
         stop = exc if cluster.stops_plate(exc) else None
@@ -280,13 +313,13 @@ def denoise_folder(pred, input_dir: str, output_dir: str, *, axes: str | None = 
       break
   if bar is not None:
     bar.close()
-  summary = Summary(results, (i, n), total, time.perf_counter() - t0, stopped_by=stopped_by)
+  summary = Summary(results, (i, n), total, time.perf_counter() - started,
+                    stopped_by=stopped_by, container=container)
   if report:
     name = "n2v_batch_report.json" if n == 1 else f"n2v_batch_report_shard{i}of{n}.json"
     summary.report_path = os.path.join(output_dir, name)
     try:
-      checkpoint.write_json_atomic(summary.report_path, _report_dict(
-          summary, input_dir, dtype, scale, offset))
+      checkpoint.write_json_atomic(summary.report_path, _report_dict(summary, report_info))
       os.chmod(summary.report_path, 0o644)  # mkstemp made it 0600; others read the report
     except OSError:
       if stop is None:
@@ -299,12 +332,10 @@ def denoise_folder(pred, input_dir: str, output_dir: str, *, axes: str | None = 
   return summary
 
 
-def _report_dict(summary: Summary, input_dir: str, dtype: str, scale: float,
-                 offset: float) -> dict[str, Any]:
+def _report_dict(summary: Summary, info: dict) -> dict[str, Any]:
   return {
-      "input": os.path.abspath(input_dir), "shard": list(summary.shard),
+      **info, "shard": list(summary.shard),
       "total_jobs_in_folder": summary.total_jobs, "seconds": summary.seconds,
-      "dtype": dtype, "int_scale": scale, "int_offset": offset,
       "counts": {s: len(summary.of(s)) for s in ("done", "skipped", "failed")},
       "results": [dataclasses.asdict(r) for r in summary.results],
   }

@@ -9,7 +9,9 @@ checks (axes, channel counts, spatial axes, NaN) are made here, once, for every 
 
 Uncompressed TIFFs and .npy files are memory-mapped: reading a region reads only its
 pixels. Files that cannot be mapped (compressed, tiled) are decoded whole on first use, and
-the last `data.stream_cache_files` of them are kept (LRU).
+the last `data.stream_cache_files` of them are kept (LRU). Zarr arrays and OME-Zarr images
+(and each field of an HCS plate) are zarr arrays, sliced the same way: a region reads only
+the chunks it touches (n2v_jax.zarr_io).
 """
 
 import collections
@@ -22,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from n2v_jax import fields, synthetic, tiff_io
+from n2v_jax import fields, synthetic, tiff_io, zarr_io
 
 
 @dataclasses.dataclass
@@ -30,8 +32,8 @@ class _File:
   name: str
   axes: str  # axes of `data` (tiff_io letters, any order)
   shape: tuple[int, ...]
-  data: Any  # np.memmap or an in-memory array; None: decoded on demand (compressed TIFF)
-  path: str | None = None  # None for arrays given in memory
+  data: Any  # np.memmap, zarr.Array or an in-memory array; None: decoded on demand
+  path: str | None = None  # None for arrays given in memory; zarr: its metadata file
   read_axes: str | None = None  # what read_image was given, to decode it the same way again
   nbytes: int = -1  # file size when opened: a file changed under a run must not go unnoticed
   field: Any = None  # fields.Field: single-channel files (`field.paths`) read as one 'C...' array
@@ -227,6 +229,15 @@ def _open_file(p: str, axes: str | None) -> tuple[_File, list[str] | None]:
                os.stat(p).st_size), img.channel_names
 
 
+def _open_zarr(p: str, axes: str | None) -> tuple[_File, list[str] | None]:
+  """Level 0 of an OME-Zarr image (or a plain zarr array), sliced chunk by chunk. The size
+  of its metadata file stands for the file size: a store rewritten under a run is caught."""
+  img = zarr_io.open_image(p, axes)
+  meta = img.metadata_file
+  return _File(p, img.axes, img.shape, img.array, meta, axes, os.stat(meta).st_size), \
+      img.channel_names
+
+
 def _open_field(field: "fields.Field", axes: str | None) -> _File:
   """A field of single-channel files as one (C, ...) file, decoded on demand (all of its
   files at once, as fields.read_field does); only the headers are read here."""
@@ -246,16 +257,22 @@ def _open_field(field: "fields.Field", axes: str | None) -> _File:
 
 def open_paths(store: FileStore, path: str, axes: str | None, group: dict | None = None,
                ) -> Source:
-  """A TIFF/.npy or a folder of TIFFs, opened without reading pixels; checks consistency.
+  """A TIFF/.npy, a folder of TIFFs, a zarr array, an OME-Zarr image or an HCS plate (each
+  field an image), opened without reading pixels; checks consistency.
   group: {'pattern', 'channels', 'channel_names'}: single-channel files grouped into
   multi-channel fields by file name (n2v_jax.fields)."""
   files, names = [], None
-  paths = tiff_io.list_images(path)
-  if group is not None:
+  if zarr_io.is_zarr(path):
+    if group is not None:
+      raise ValueError(f"{path}: data.channel_pattern groups single-channel TIFF files; an "
+                       "OME-Zarr image has its channels in one array (leave it empty)")
+    opened = (_open_zarr(p, axes) for p in zarr_io.image_paths(path))
+  elif group is not None:
+    paths = tiff_io.list_images(path)
     found, group_names = fields.training_fields(paths, group)
     opened = [(_open_field(f, axes), group_names) for f in found]
   else:
-    opened = (_open_file(p, axes) for p in paths)
+    opened = (_open_file(p, axes) for p in tiff_io.list_images(path))
   for f, file_names in opened:
     p = f.name
     spatial = "ZYX" if "Z" in f.axes else "YX"

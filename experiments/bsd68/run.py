@@ -106,7 +106,7 @@ def main(argv) -> None:
   device = jax.devices()[0]
   m, s = ev["mean"], ev["std"]
   summary = {
-      "config": name, "steps": config.train.num_steps, "batch_size": config.train.batch_size,
+      "config": name, "algorithm": config.algorithm, "steps": config.train.num_steps, "batch_size": config.train.batch_size,
       "train_wall_seconds": round(timing["train_seconds"], 1),
       "evaluate_wall_seconds": round(time.perf_counter() - t0, 1),
       "device": f"{device.platform}: {device.device_kind}", "cpu": platform.processor() or platform.machine(),
@@ -123,6 +123,7 @@ def main(argv) -> None:
       "ssim": m["plain_ssim"], "ssim_tta": m["tta_ssim"],
   }
   checkpoint.write_json_atomic(os.path.join(results, "results.json"), summary)
+  label = {"n2v": "N2V", "n2n": "Noise2Noise", "care": "CARE"}[config.algorithm]
   md = [f"# BSD68 sigma 25: `{name}`", "",
         f"Steps {summary['steps']} x batch {summary['batch_size']}; training wall time "
         f"{summary['train_wall_seconds'] / 60:.1f} min on {summary['device']} "
@@ -131,8 +132,8 @@ def main(argv) -> None:
         "| | PSNR (range 255, N2V convention) | PSNR (clean max-min) | SSIM (range 255) |",
         "|---|---|---|---|",
         f"| noisy input | {m['noisy_psnr']:.2f} | {m['noisy_psnr_clean_range']:.2f} | {m['noisy_ssim']:.4f} |",
-        f"| N2V | {m['plain_psnr']:.2f} ± {s['plain_psnr']:.2f} | {m['plain_psnr_clean_range']:.2f} | {m['plain_ssim']:.4f} |",
-        f"| N2V + 8-fold TTA | {m['tta_psnr']:.2f} ± {s['tta_psnr']:.2f} | {m['tta_psnr_clean_range']:.2f} | {m['tta_ssim']:.4f} |",
+        f"| {label} | {m['plain_psnr']:.2f} ± {s['plain_psnr']:.2f} | {m['plain_psnr_clean_range']:.2f} | {m['plain_ssim']:.4f} |",
+        f"| {label} + 8-fold TTA | {m['tta_psnr']:.2f} ± {s['tta_psnr']:.2f} | {m['tta_psnr_clean_range']:.2f} | {m['tta_ssim']:.4f} |",
         "", "Mean ± std over the 68 test images. Per image: `per_image.csv`. Crops: `crops.png`."]
   with open(os.path.join(results, "results.md"), "w") as f:
     f.write("\n".join(md) + "\n")
