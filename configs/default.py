@@ -5,7 +5,7 @@
 No download needed. Makes a 256x256 noisy image (Gaussian noise, sigma 0.2 on a
 0..1 scale), trains a small U-Net for 300 steps (71-131 s on 2 CPU cores, compilation
 included), denoises the image and writes `summary.json` (`psnr_noisy` 13.98 dB,
-`psnr_denoised` 28.45 dB) and `before_after.png`.
+`psnr_denoised` 28.46-28.52 dB, by CPU) and `before_after.png`.
 """
 
 import ml_collections
