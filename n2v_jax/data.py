@@ -267,7 +267,7 @@ class Dataset:
     self.train.source.release()
     return train, sizes
 
-  @property
+  @functools.cached_property
   def normalize_read(self) -> intensity.Normalizer:
     """For what the views read: the input's normalizer, for n2n/care pairs for both halves
     (targets in the input's units, so the network's output needs no other inverse)."""

@@ -122,8 +122,8 @@ class SyncHandler:
     self.config, self.workdirs, self.mngrs, self.stacked = config, list(workdirs), mngrs, stacked
     self.p_eval, self.val, self.p_plateau, self.extra = p_eval, val, p_plateau, extra or {}
     self.p_preview = p_preview
-    self.metrics_paths = [os.path.join(w, "metrics.jsonl") if primary else os.devnull
-                          for w in self.workdirs]
+    self.primary = primary
+    self.metrics_paths = [os.path.join(w, "metrics.jsonl") for w in self.workdirs]
     if primary:
       for p in self.metrics_paths:
         truncate_metrics(p, start)
@@ -156,30 +156,31 @@ class SyncHandler:
         if self.config.opt.schedule == "plateau":
           state = self.p_plateau(state, val_loss)
         val_loss = np.asarray(val_loss).reshape(k)
+      records = []
       for i, path in enumerate(self.metrics_paths):
         record = {"step": sync.step, "train_loss": float(losses[:, i].mean()),
                   "learning_rate": float(lr_now[i]), "patches_per_s": patches_per_s,
                   "time": time.time(), **self.extra}
         if val_loss is not None:
           record["val_loss"] = float(val_loss[i])
-        if path != os.devnull:
+        records.append(record)
+        if self.primary:
           checkpoint.append_line(path, json.dumps(record))
       shown = {"train_loss": float(losses.mean()), "patches_per_s": patches_per_s * k}
       self.progress.update(sync.step, {**shown, **({"val_loss": float(val_loss.mean())}
                                                     if val_loss is not None else {})})
       if self.tb_logs:
-        self._tensorboard(state, sync.step, losses, lr_now, patches_per_s, val_loss)
+        self._tensorboard(state, sync.step, records)
     if sync.save:
       for i, m in enumerate(self.mngrs):
         checkpoint.save(m, sync.step, jax.tree.map(lambda x: x[i], state) if self.stacked
                         else state)
     return state
 
-  def _tensorboard(self, state: Any, step: int, losses: np.ndarray, lr_now: np.ndarray,
-                   patches_per_s: float, val_loss: np.ndarray | None) -> None:
-    """The metrics.jsonl values of each model as scalars; at evaluations the preview."""
+  def _tensorboard(self, state: Any, step: int, records: list[dict]) -> None:
+    """Each model's metrics.jsonl record as scalars; at evaluations the preview."""
     previews = [None] * len(self.tb_logs)
-    if val_loss is not None and self.p_preview is not None:
+    if "val_loss" in records[0] and self.p_preview is not None:
       # the noisy patch the network is to denoise: n2v's targets are the unmasked patches,
       # n2n/care's inputs are unmasked already. One patch: a cheap call.
       noisy = self.val[1] if self.config.algorithm == "n2v" else self.val[0]
@@ -188,10 +189,8 @@ class SyncHandler:
       noisy = np.asarray(noisy)
       previews = ([(noisy[i, 0], denoised[i, 0]) for i in range(len(self.tb_logs))]
                   if self.stacked else [(noisy[0], denoised[0])])
-    for i, (log, preview) in enumerate(zip(self.tb_logs, previews)):
-      log.scalars(step, {"train_loss": float(losses[:, i].mean()),
-                         "learning_rate": float(lr_now[i]), "patches_per_s": patches_per_s,
-                         **({"val_loss": float(val_loss[i])} if val_loss is not None else {})})
+    for log, record, preview in zip(self.tb_logs, records, previews):
+      log.scalars(step, record)
       if preview is not None:
         log.preview(step, *preview)
       log.flush()

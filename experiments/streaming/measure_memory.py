@@ -42,35 +42,43 @@ def _status_mib() -> dict:
           "rss_file_end_mib": round(out.get("RssFile", -1))}
 
 
-def child(args) -> None:
-  """One training run in this process; prints its JSON line."""
-  import resource
+def train_once(path: str, steps: int, streaming: bool, workroot: str | None,
+               **data: object) -> tuple[float, dict]:
+  """One training run of the measured model on `path` in this process (data.* overrides):
+  (seconds, its last metrics.jsonl line)."""
   sys.path.insert(0, REPO)
   from configs import default
   from n2v_jax import train
   config = default.get_config()
-  config.data.path = args.path
-  config.data.streaming = args.mode == "streaming"
-  if args.plate:
-    config.data.channel_pattern = "phenix"
-  config.data.stream_patches_per_image = args.patches_per_image
+  config.data.path = path
+  config.data.streaming = streaming
+  for key, value in data.items():
+    config.data[key] = value
   config.data.patch_shape = (64, 64)
-  config.train.num_steps = args.steps
+  config.train.num_steps = steps
   config.train.batch_size = 16
   config.train.log_every = 10
   config.train.eval_every = 10
-  config.train.checkpoint_every = args.steps
+  config.train.checkpoint_every = steps
   config.train.progress = False
   config.train.data_parallel = False  # one device for both modes: same model, same work
   t0 = time.perf_counter()
-  with tempfile.TemporaryDirectory(dir=args.workroot) as workdir:
+  with tempfile.TemporaryDirectory(dir=workroot) as workdir:
     train.train_and_evaluate(config, workdir)
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
-      last = [json.loads(l) for l in f][-1]
+      return time.perf_counter() - t0, [json.loads(l) for l in f][-1]
+
+
+def child(args) -> None:
+  """One training run in this process; prints its JSON line."""
+  import resource
+  seconds, last = train_once(args.path, args.steps, args.mode == "streaming", args.workroot,
+                             stream_patches_per_image=args.patches_per_image,
+                             **({"channel_pattern": "phenix"} if args.plate else {}))
   size = (args.frames * 3 * PLATE_FIELD**2 * 2 if args.plate else os.path.getsize(args.path))
   record = {"mode": args.mode, "data_gib": round(size / 2**30, 3),
             ("fields" if args.plate else "frames"): args.frames, "steps": args.steps,
-            "seconds": round(time.perf_counter() - t0, 1),
+            "seconds": round(seconds, 1),
             "patches_per_s": round(last["patches_per_s"], 1),
             "patches_per_image": args.patches_per_image,
             "ru_maxrss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
@@ -111,6 +119,14 @@ def write_plate(folder: str, fields: int, seed: int = 0) -> None:
                        compression="lzw")
 
 
+def add_child_args(parser: argparse.ArgumentParser) -> None:
+  """The hidden flags a script passes to its own measuring subprocess (--child)."""
+  parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+  parser.add_argument("--path", help=argparse.SUPPRESS)
+  parser.add_argument("--frames", type=int, default=0, help=argparse.SUPPRESS)
+  parser.add_argument("--workroot", help=argparse.SUPPRESS)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--tmpdir", required=False, help="folder for the generated stacks")
@@ -121,11 +137,8 @@ def main() -> None:
                       help="data.stream_patches_per_image")
   parser.add_argument("--plate", action="store_true",
                       help="a folder of LZW per-channel Phenix files instead of one stack")
-  parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
   parser.add_argument("--mode", default="streaming", help=argparse.SUPPRESS)
-  parser.add_argument("--path", help=argparse.SUPPRESS)
-  parser.add_argument("--frames", type=int, default=0, help=argparse.SUPPRESS)
-  parser.add_argument("--workroot", help=argparse.SUPPRESS)
+  add_child_args(parser)
   args = parser.parse_args()
   if args.child:
     return child(args)

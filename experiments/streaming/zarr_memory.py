@@ -18,7 +18,6 @@ import resource
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -49,31 +48,13 @@ def write_image(path: str, frames: int, seed: int = 0) -> None:
 
 def child(args) -> None:
   """One streaming training run in this process; prints its JSON line."""
-  sys.path.insert(0, REPO)
   sys.path.insert(0, HERE)
-  from configs import default
-  from measure_memory import _status_mib
-  from n2v_jax import train
-  config = default.get_config()
-  config.data.path = args.path
-  config.data.streaming = True
-  config.data.patch_shape = (64, 64)
-  config.train.num_steps = args.steps
-  config.train.batch_size = 16
-  config.train.log_every = 10
-  config.train.eval_every = 10
-  config.train.checkpoint_every = args.steps
-  config.train.progress = False
-  config.train.data_parallel = False
-  t0 = time.perf_counter()
-  with tempfile.TemporaryDirectory(dir=args.workroot) as workdir:
-    train.train_and_evaluate(config, workdir)
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-      last = [json.loads(l) for l in f][-1]
+  from measure_memory import _status_mib, train_once
+  seconds, last = train_once(args.path, args.steps, True, args.workroot)
   peak = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
   print(json.dumps({"mode": "streaming", "source": "ome-zarr", "data_gib": args.gib,
                     "frames": args.frames, "chunks": list(CHUNK), "steps": args.steps,
-                    "seconds": round(time.perf_counter() - t0, 1),
+                    "seconds": round(seconds, 1),
                     "patches_per_s": round(last["patches_per_s"], 1), "ru_maxrss_mib": peak,
                     **_status_mib(), "budget_mib": args.budget_mib,
                     "within_budget": peak <= args.budget_mib}), flush=True)
@@ -85,10 +66,9 @@ def main() -> None:
   parser.add_argument("--gib", type=float, default=1.25, help="uncompressed image size")
   parser.add_argument("--budget-mib", type=int, default=1024, help="the memory budget")
   parser.add_argument("--steps", type=int, default=10)
-  parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-  parser.add_argument("--path", help=argparse.SUPPRESS)
-  parser.add_argument("--frames", type=int, default=0, help=argparse.SUPPRESS)
-  parser.add_argument("--workroot", help=argparse.SUPPRESS)
+  sys.path.insert(0, HERE)
+  from measure_memory import add_child_args
+  add_child_args(parser)
   args = parser.parse_args()
   if args.child:
     return child(args)
