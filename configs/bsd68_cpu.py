@@ -3,8 +3,8 @@
     python experiments/bsd68/run.py --config configs/bsd68_cpu.py --workdir runs/bsd68_cpu
 
 Choices, against the original recipe (configs/bsd68_n2v.py: 80,000 steps x 128 patches,
-about 210 times this budget), for the most denoising per CPU second:
-- 3,000 steps x 16 patches of 64x64 (48,000 patches): small batches are cheaper per patch
+about 107 times this budget), for the most denoising per CPU second:
+- 6,000 steps x 16 patches of 64x64 (96,000 patches): small batches are cheaper per patch
   on CPU (cpu-performance notes), and more updates matter more than less noisy ones here.
 - 5 % blind spots instead of 0.198 %: ~205 instead of ~8 loss pixels per patch, so each
   (expensive) forward/backward pass gives ~25x more training signal; a blind spot every
@@ -17,12 +17,12 @@ about 210 times this budget), for the most denoising per CPU second:
   batch slice runs as an independent branch; batch norm gained 0.06 dB at 600 steps for
   15 % more time), no residual output, depth 2 (depth 3: +0.14 dB at 600 steps, less
   than the learning rate or N2V2 gave).
-N2V2's U-Net was also cheaper: 45-48 patches/s on 2 idle AMD cores (N2V's: 32-34), so
-3,000 steps trained in ~17.5 minutes, compilation included. Since 2026-11-30 (pooling
-written with slices, and a 2-core Intel CPU) both U-Nets train at ~74-82 patches/s:
-3,000 steps take ~10.5 minutes, and the recipe was not re-tuned for the time left.
-Measured: 27.49 dB (27.81 with 8-fold TTA) on the 68 images; the 600-step comparisons
-and details: experiments/bsd68/README.md.
+Cost: the step runs at 83-102 patches/s on the 2-core AMD EPYC with AVX-512 (jax 0.12,
+2026-12-02), so 6,000 steps train in ~18 minutes, compilation and validation included.
+On the 2-core AMD EPYC with AVX2 only, XLA:CPU's step is ~2.7x slower (30-33 patches/s):
+there 20 minutes hold ~2,300 steps (`--config.train.num_steps=2300`; 3,000 steps gave
+27.49-27.55 dB). Measured, seeds 0/1/2: 27.77 / 27.74 / 27.33 dB, mean 27.61 +- 0.25 (with
+8-fold TTA 27.89 +- 0.22), 16.8-18.0 min of training each: experiments/bsd68/README.md.
 """
 
 import ml_collections
@@ -42,7 +42,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.opt.schedule = "cosine"
   config.opt.warmup_steps = 50
   config.opt.min_lr_ratio = 0.02
-  config.train.num_steps = 3000
+  config.train.num_steps = 6000
   config.train.batch_size = 16
   config.train.log_every = 100
   config.train.eval_every = 200
