@@ -56,6 +56,5 @@ def main(b, H, Ci, Co):
     t = med(sl(lambda a,c: jax.pure_callback(np_wgrad, jax.ShapeDtypeStruct((3,3,Ci,Co),jnp.float32), a, c)),x,dy); print(f"   callback 8 slices {t*1e3:.2f} ms {flop/t/1e9:.0f}")
 a = np.random.rand(2048,2048).astype(np.float32)
 t=time.perf_counter(); [a@a for _ in range(5)]; print("numpy matmul GF/s", 5*2*2048**3/(time.perf_counter()-t)/1e9)
-print(np.show_config() if '-v' in sys.argv else '')
 for s in [(16,64,32,32),(2,64,32,32),(16,32,64,64),(16,16,128,64)]:
   main(*s)
