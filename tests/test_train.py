@@ -158,3 +158,26 @@ def test_numpy_array_and_npy_file(tmp_path):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))  # same data, same run
   with pytest.raises(ValueError, match="set data.axes"):
     train.train_and_evaluate(tiny_config(), str(tmp_path / "c"), array=stack)
+
+
+def test_grad_clip_clips_the_gradient_before_adam():
+  """opt.grad_clip=c feeds Adam the gradient scaled to global norm c when it is longer, and
+  leaves shorter ones alone: equal to unclipped Adam given the pre-scaled gradients."""
+  import jax.numpy as jnp
+  import ml_collections
+  from n2v_jax import steps
+  g_long = {"a": jnp.full((4,), 3.0), "b": jnp.array([[4.0]])}  # global norm sqrt(36 + 16)
+  g_short = {"a": jnp.full((4,), 0.1), "b": jnp.array([[-0.2]])}  # norm 0.28 < 1.5
+  scale = 1.5 / float(np.sqrt(52.0))
+  clipped = steps.make_optimizer(ml_collections.ConfigDict({"grad_clip": 1.5}))
+  plain = steps.make_optimizer(ml_collections.ConfigDict({"grad_clip": 0.0}))
+  s_c, s_p = clipped.init(g_long), plain.init(g_long)
+  for g_c, g_p in ((g_long, jax.tree.map(lambda x: x * scale, g_long)), (g_short, g_short)):
+    d_c, s_c = clipped.update(g_c, s_c)
+    d_p, s_p = plain.update(g_p, s_p)
+    for x, y in zip(jax.tree.leaves(d_c), jax.tree.leaves(d_p)):
+      np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6)
+  # and clipping changed Adam's second step: the unscaled long gradient gives another one
+  d_u, s_u = plain.update(g_long, plain.init(g_long))
+  d_u, _ = plain.update(g_short, s_u)
+  assert not np.allclose(np.asarray(d_u["a"]), np.asarray(d_c["a"]), rtol=1e-3)

@@ -115,7 +115,7 @@ def main(argv) -> None:
                  "features": config.model.features, "batch_norm": config.model.batch_norm,
                  "residual": config.model.residual, "n2v2": config.model.n2v2,
                  "patch": list(config.data.patch_shape), "lr": config.opt.learning_rate,
-                 "schedule": config.opt.schedule},
+                 "schedule": config.opt.schedule, "grad_clip": config.opt.grad_clip},
       "psnr_noisy": m["noisy_psnr"],
       "psnr": m["plain_psnr"], "psnr_std": s["plain_psnr"],
       "psnr_tta": m["tta_psnr"], "psnr_tta_std": s["tta_psnr"],
