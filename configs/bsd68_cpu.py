@@ -26,12 +26,13 @@ for the most denoising per CPU second:
 - Validation every 500 steps and checkpoints every 1,000: neither changes the result.
 Cost and result: on the slowest machine seen (2-core AMD EPYC with AVX2 only, jax 0.12,
 2026-12-03) the step runs at ~48-58 patches/s and 6,000 steps trained in 15.4 minutes with
-compilation and validation (seeds 0 and 1); AVX-512 machines run it faster. Seeds 0/1/2
-score 27.59 / 27.58 / 27.58 dB (27.58 +- 0.01; 27.86 +- 0.01 with 8-fold TTA): below the N2V paper's 27.71, which this family reached only at
-twice the work: `--config.model.features=32 --config.train.batch_size=16` (the recipe of
+compilation and validation (seeds 0 and 1; not yet timed on the AVX-512 machines, which
+ran the previous recipe 1.5-3x faster). Seeds 0/1/2 score 27.59 / 27.58 / 27.58 dB
+(27.58 +- 0.01; 27.86 +- 0.01 with 8-fold TTA): below the N2V paper's 27.71, which this
+family reached only at twice the work: `--config.model.features=32 --config.train.batch_size=16` (the recipe of
 2026-12-02) scores 27.81 +- 0.04 dB over 3 seeds, but trains for 26-30 minutes on the
-slower AVX-512 EPYC and an estimated 45-55 on the AVX2 one (from its step rate). Three seeds of both:
-experiments/bsd68/README.md.
+slower AVX-512 EPYC and an estimated 45-55 on the AVX2 one (from its step rate). Three
+seeds of both: experiments/bsd68/README.md.
 """
 
 import ml_collections
