@@ -42,7 +42,7 @@ from configs import bsd68_n2v
 
 def get_config() -> ml_collections.ConfigDict:
   config = bsd68_n2v.get_config()
-  config.mask.perc_pix = 5.0
+  config.mask.perc_pix = 10.0
   config.mask.strategy = "median"
   config.model.features = 24
   config.model.batch_norm = False
@@ -58,4 +58,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.log_every = 100
   config.train.eval_every = 500
   config.train.checkpoint_every = 1000
+  config.predict.blend = True  # SURE blend with the noisy input (n2v_jax.inference.sure_blend)
   return config

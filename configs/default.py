@@ -112,4 +112,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.predict = ml_collections.ConfigDict()
   config.predict.tile = 512  # largest tile edge in pixels; 0 = whole image in one call
   config.predict.tta = False  # 8-fold test-time augmentation
+  # Mix the noisy input back into the prediction with the weight that minimises SURE for
+  # Gaussian noise (n2v_jax.inference.sure_blend; one more pass): the default of predict
+  # and evaluate for this run's model (their --blend overrides it). Off: the network alone.
+  config.predict.blend = False
   return config

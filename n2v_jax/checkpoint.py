@@ -44,7 +44,8 @@ def check_model_format(workdir: str, meta: dict) -> None:
 
 # model.json keys added after models were first written, with the value that reproduces
 # what those older models did.
-MODEL_ADDED_FIELDS = {"transform": "none", "channel_names": None, "algorithm": "n2v"}
+MODEL_ADDED_FIELDS = {"transform": "none", "channel_names": None, "algorithm": "n2v",
+                      "predict_blend": False}
 
 
 def read_model_json(workdir: str) -> dict:

@@ -9,7 +9,7 @@ import ml_collections
 RESUMABLE_CHANGES = ("train.num_steps", "train.log_every", "train.checkpoint_every",
                      "train.eval_every", "train.progress", "train.keep_checkpoints",
                      "train.tensorboard",  # logging only
-                     "predict.tile", "predict.tta", "data.stream_cache_files",
+                     "predict.tile", "predict.tta", "predict.blend", "data.stream_cache_files",
                      # float rounding only (data parallelism, convolutions on batch slices)
                      "train.cpu_devices", "model.batch_chunks",
                      # where the processes of a multi-host run live may change between jobs
@@ -141,7 +141,7 @@ ADDED_FIELDS = {"algorithm": "n2v", "data.target_path": "", "data.streaming": Fa
                 "data.channels": [], "data.channel_names": [],
                 "data.synthetic.correlation": 0.0,
                 "model.upsampling": "nearest", "model.batch_chunks": 0, "train.cpu_devices": 1,
-                "train.tensorboard": False}
+                "train.tensorboard": False, "predict.blend": False}
 
 
 def incompatible_changes(saved: dict, current: dict) -> list[str]:

@@ -2,8 +2,8 @@
 
     python -m n2v_jax.evaluate --workdir W --noisy NOISY_DIR --clean CLEAN_DIR --output OUT_DIR
 
-Pairs files by stem, denoises each noisy image (with and/or without 8-fold TTA), and
-writes OUT_DIR/per_image.csv and OUT_DIR/evaluation.json. PSNR is reported in two
+Pairs files by stem, denoises each noisy image (with and/or without 8-fold TTA, with
+and/or without the SURE blend with the input: inference.sure_blend), and writes OUT_DIR/per_image.csv and OUT_DIR/evaluation.json. PSNR is reported in two
 conventions: a fixed data range (the N2V BSD68 convention: 255, float prediction, no
 clipping or rounding, mean of per-image values) and the clean image's own max - min.
 """
@@ -58,14 +58,17 @@ def score(clean: np.ndarray, prediction: np.ndarray, data_range: float) -> dict:
 def evaluate(workdir: str, noisy_dir: str, clean_dir: str, output_dir: str | None = None,
              tta_modes: tuple[bool, ...] = (False, True), tile: int = 512,
              data_range: float | None = None, overwrite: bool = False,
-             keep_predictions: bool = False) -> dict:
-  """Per-image and mean scores; writes per_image.csv and evaluation.json into output_dir."""
+             keep_predictions: bool = False, blend_modes: tuple[bool, ...] | None = None) -> dict:
+  """Per-image and mean scores; writes per_image.csv and evaluation.json into output_dir.
+  Columns per mode: plain_*, tta_* and, with the blend, plain_blend_*, tta_blend_*;
+  blend_modes None: as the model was trained (config.predict.blend)."""
   if output_dir and not overwrite:
     for name in ("per_image.csv", "evaluation.json"):
       if os.path.exists(os.path.join(output_dir, name)):
         raise FileExistsError(f"{os.path.join(output_dir, name)} exists; pass --overwrite")
   pairs = pair_files(noisy_dir, clean_dir)
   pred = inference.load_predictor(workdir)
+  blend_modes = (pred.blend,) if blend_modes is None else tuple(blend_modes)
   clean_images = {s: read_plain(c) for s, _, c in pairs}
   if data_range is None:  # the N2V convention for 8-bit data; else the set's own range
     data_range = (255.0 if all(c.dtype == np.uint8 for c in clean_images.values()) else
@@ -82,12 +85,14 @@ def evaluate(workdir: str, noisy_dir: str, clean_dir: str, output_dir: str | Non
     row = {"image": stem, **{f"noisy_{k}": v for k, v in score(clean, noisy, data_range).items()}}
     for tta in tta_modes:
       t0 = time.perf_counter()
-      out = inference.predict_image(pred, image, tile=tile, tta=tta).reshape(noisy.shape)
+      outs = inference.predict_variants(pred, image, tile=tile, tta=tta, blend=any(blend_modes))
       seconds[tta] = seconds.get(tta, 0.0) + time.perf_counter() - t0
-      tag = "tta" if tta else "plain"
-      row.update({f"{tag}_{k}": v for k, v in score(clean, out, data_range).items()})
-      if keep_predictions:
-        predictions[(stem, tta)] = out
+      for blend in blend_modes:
+        out = outs[blend].reshape(noisy.shape)
+        tag = ("tta" if tta else "plain") + ("_blend" if blend else "")
+        row.update({f"{tag}_{k}": v for k, v in score(clean, out, data_range).items()})
+        if keep_predictions:
+          predictions[(stem, tta) if not blend else (stem, tta, "blend")] = out
     rows.append(row)
   columns = [k for k in rows[0] if k != "image"]
   summary = {"workdir": os.path.abspath(workdir), "images": len(rows), "data_range": data_range,
@@ -114,9 +119,10 @@ def main(argv) -> None:
   from absl import flags
   f = flags.FLAGS
   modes = {"off": (False,), "on": (True,), "both": (False, True)}[f.tta]
+  blends = {"auto": None, "off": (False,), "on": (True,), "both": (False, True)}[f.blend]
   try:
     summary = evaluate(f.workdir, f.noisy, f.clean, f.output, modes, f.tile, f.data_range,
-                       f.overwrite)
+                       f.overwrite, blend_modes=blends)
   except (ValueError, OSError) as e:  # OSError: a full disk, ...
     print(f"error: {cluster.error_message(e)}", file=sys.stderr)
     sys.exit(1)
@@ -133,6 +139,9 @@ if __name__ == "__main__":
   flags.DEFINE_string("clean", None, "Folder of clean images with the same file stems.")
   flags.DEFINE_string("output", None, "Folder for per_image.csv and evaluation.json.")
   flags.DEFINE_enum("tta", "both", ["off", "on", "both"], "Score without/with 8-fold TTA.")
+  flags.DEFINE_enum("blend", "auto", ["auto", "off", "on", "both"], "Score without/with the "
+                    "SURE blend with the input (inference.sure_blend); auto: as the model was "
+                    "trained (config.predict.blend).")
   flags.DEFINE_integer("tile", 512, "Largest tile edge for prediction; 0 = whole image.")
   flags.DEFINE_float("data_range", None, "Fixed PSNR data range (default 255 for 8-bit clean "
                      "images, else the clean set's max - min).")

@@ -357,7 +357,7 @@ def export_bioimageio(workdir: str, output: str, name: str | None = None,
   if not os.path.isdir(workdir):
     raise FileNotFoundError(f"{workdir}: no such workdir")
   _check_output(output, overwrite)
-  pred = inference.load_predictor(workdir)
+  pred = inference.load_predictor(workdir, blend=False)  # the network alone is exported
   name = check_name(name) if name else default_name(workdir, pred.meta)
   config_path = os.path.join(workdir, "config.json")
   config = checkpoint.read_json(config_path) if os.path.exists(config_path) else {}

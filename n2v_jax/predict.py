@@ -40,7 +40,7 @@ def predict_path(workdir: str, input_path: str, output_path: str, axes: str | No
                  dtype: str = "float32", scale: float = 1.0, offset: float = 0.0,
                  shard: str | None = None, channel_pattern: str | None = None,
                  channels=None, progress: bool = False, summary_out: list | None = None,
-                 preemption=None) -> list[str]:
+                 preemption=None, blend: bool | None = None) -> list[str]:
   """A TIFF to a TIFF, or a folder to a folder (same file names); an OME-Zarr image or
   plate to the same (n2v_jax.zarr_jobs: an unfinished output is continued). Returns the
   outputs.
@@ -50,6 +50,8 @@ def predict_path(workdir: str, input_path: str, output_path: str, axes: str | No
   the batch.Summary. channel_pattern None: the one the model was trained with.
   preemption: an active loop.Preemption: a folder run stops after the current file, an
   OME-Zarr run after the current block (an image: batch.Stopped is raised).
+  blend: the SURE blend with the input (inference.sure_blend), per image (per block of an
+  OME-Zarr image); None: as the model was trained (config.predict.blend).
   """
   if os.path.abspath(input_path) == os.path.abspath(output_path):
     raise ValueError(f"--output {output_path} is the input; the input is never modified")
@@ -60,13 +62,13 @@ def predict_path(workdir: str, input_path: str, output_path: str, axes: str | No
     raise FileNotFoundError(f"{input_path}: no such file")
   if zarr_io.is_zarr(input_path):
     return _predict_zarr(workdir, input_path, output_path, axes, tile, tta, overwrite, dtype,
-                         scale, offset, shard_tuple, progress, summary_out, preemption)
+                         scale, offset, shard_tuple, progress, summary_out, preemption, blend)
   if os.path.isdir(input_path):
     if channel_pattern is None:
       channel_pattern, trained_channels = workdir_grouping(workdir)
       channels = channels or trained_channels
     tiff_io.list_images(input_path)  # a clear error before loading the model
-  pred = load_predictor(workdir)
+  pred = load_predictor(workdir, blend)
   if not os.path.isdir(input_path):
     if shard_tuple[1] > 1:
       raise ValueError(f"--shard {shard} needs a folder as --input")
@@ -80,7 +82,7 @@ def predict_path(workdir: str, input_path: str, output_path: str, axes: str | No
 
 
 def _predict_zarr(workdir, input_path, output_path, axes, tile, tta, overwrite, dtype, scale,
-                  offset, shard_tuple, progress, summary_out, preemption) -> list[str]:
+                  offset, shard_tuple, progress, summary_out, preemption, blend) -> list[str]:
   kind = zarr_io.kind(input_path)  # a clear error before loading the model
   if kind == "well":
     raise ValueError(f"{input_path}: a well of a plate; give the plate, or one field")
@@ -90,7 +92,7 @@ def _predict_zarr(workdir, input_path, output_path, axes, tile, tta, overwrite, 
   if output_path.lower().endswith((".tif", ".tiff")):
     raise ValueError(f"--output {output_path}: an OME-Zarr input is written as OME-Zarr; "
                      "give an output ending in .zarr")
-  pred = load_predictor(workdir)
+  pred = load_predictor(workdir, blend)
   if kind == "plate":
     summary = zarr_jobs.denoise_plate(pred, input_path, output_path, axes=axes, tile=tile,
                                       tta=tta, overwrite=overwrite, shard=shard_tuple,
@@ -134,7 +136,8 @@ def main(argv) -> None:
     with loop.Preemption() if folder else contextlib.nullcontext() as preemption:
       outputs = predict_path(f.workdir, f.input, f.output, f.axes or None, f.tile, f.tta,
                              f.overwrite, f.dtype, f.int_scale, f.int_offset, f.shard,
-                             f.channel_pattern, channels, f.progress, summaries, preemption)
+                             f.channel_pattern, channels, f.progress, summaries, preemption,
+                             {"auto": None, "on": True, "off": False}[f.blend])
   except batch.Stopped as e:  # an OME-Zarr image, part-way: what was written is complete
     import signal
     print(f"{signal.Signals(e.signum).name}: {e}, every block written is complete; run the "
@@ -173,6 +176,9 @@ if __name__ == "__main__":
   flags.DEFINE_string("axes", "", "Axes of the input, e.g. CYX; default: from the file.")
   flags.DEFINE_integer("tile", 512, "Largest tile edge in pixels; 0 = whole image.")
   flags.DEFINE_bool("tta", False, "8-fold test-time augmentation.")
+  flags.DEFINE_enum("blend", "auto", ["auto", "on", "off"], "Mix the noisy input back in with "
+                    "the SURE-optimal weight per image (one more pass; for Gaussian noise); "
+                    "auto: as the model was trained (config.predict.blend).")
   flags.DEFINE_bool("overwrite", False, "Replace existing outputs (folders: recompute "
                     "them; without it finished outputs are skipped).")
   flags.DEFINE_string("shard", "", "i/N: denoise only shard i (0-based) of N of a folder or "

@@ -40,6 +40,7 @@ def model_metadata(config: Any, dataset: data_lib.Dataset) -> dict:
       "patch_shape": list(patch),
       "train_axes": dataset.source.source_axes,
       "augment": bool(config.data.augment and symmetry.square_yx(patch)),
+      "predict_blend": bool(config.predict.blend),  # prediction's default (inference.sure_blend)
   }
 
 

@@ -51,6 +51,22 @@ def test_scores_match_direct_computation(tiny_set, tmp_path):
     evaluate.evaluate(str(d / "w"), str(d / "noisy"), str(d / "clean"), str(out))
 
 
+def test_blend_is_scored_beside_the_network_alone(tiny_set):
+  d = tiny_set
+  both = evaluate.evaluate(str(d / "w"), str(d / "noisy"), str(d / "clean"), tta_modes=(False,),
+                           tile=0, blend_modes=(False, True))
+  alone = evaluate.evaluate(str(d / "w"), str(d / "noisy"), str(d / "clean"), tta_modes=(False,),
+                            tile=0)  # auto: the model's config.predict.blend, False here
+  assert "plain_blend_psnr" not in alone["mean"]
+  assert both["mean"]["plain_psnr"] == alone["mean"]["plain_psnr"]
+  pred = predict.load_predictor(str(d / "w"))
+  noisy = tifffile.imread(d / "noisy" / "im1.tif")
+  clean = tifffile.imread(d / "clean" / "im1.tif").astype(np.float64)
+  den = predict.predict_image(pred, noisy[..., None], tile=0, blend=True)[..., 0]
+  psnr = 10 * np.log10(255.0**2 / np.mean((clean - den) ** 2))
+  assert both["per_image"][1]["plain_blend_psnr"] == pytest.approx(psnr, abs=1e-6)
+
+
 def test_unpaired_images_are_an_error(tiny_set, tmp_path):
   (tmp_path / "clean").mkdir()
   tifffile.imwrite(tmp_path / "clean" / "im0.tif", np.zeros((40, 36), np.uint8))

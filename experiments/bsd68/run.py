@@ -100,9 +100,10 @@ def main(argv) -> None:
   checkpoint.write_json_atomic(timing_path, timing)
 
   t0 = time.perf_counter()
+  blend = bool(config.predict.blend)  # then scored both ways: the network alone, and blended
   ev = evaluate.evaluate(workdir, noisy_dir, clean_dir, results, (False, True),
                          tile=config.predict.tile, data_range=255.0, overwrite=True,
-                         keep_predictions=True)
+                         keep_predictions=True, blend_modes=(False, True) if blend else (False,))
   device = jax.devices()[0]
   m, s = ev["mean"], ev["std"]
   summary = {
@@ -122,6 +123,10 @@ def main(argv) -> None:
       "psnr_clean_range": m["plain_psnr_clean_range"], "psnr_clean_range_tta": m["tta_psnr_clean_range"],
       "ssim": m["plain_ssim"], "ssim_tta": m["tta_ssim"],
   }
+  if blend:  # the recipe's own prediction: the network's output blended with the input
+    summary.update({"psnr_blend": m["plain_blend_psnr"], "psnr_blend_std": s["plain_blend_psnr"],
+                    "psnr_tta_blend": m["tta_blend_psnr"], "psnr_tta_blend_std": s["tta_blend_psnr"],
+                    "ssim_blend": m["plain_blend_ssim"], "ssim_tta_blend": m["tta_blend_ssim"]})
   checkpoint.write_json_atomic(os.path.join(results, "results.json"), summary)
   label = {"n2v": "N2V", "n2n": "Noise2Noise", "care": "CARE"}[config.algorithm]
   md = [f"# BSD68 sigma 25: `{name}`", "",
@@ -134,6 +139,9 @@ def main(argv) -> None:
         f"| noisy input | {m['noisy_psnr']:.2f} | {m['noisy_psnr_clean_range']:.2f} | {m['noisy_ssim']:.4f} |",
         f"| {label} | {m['plain_psnr']:.2f} ± {s['plain_psnr']:.2f} | {m['plain_psnr_clean_range']:.2f} | {m['plain_ssim']:.4f} |",
         f"| {label} + 8-fold TTA | {m['tta_psnr']:.2f} ± {s['tta_psnr']:.2f} | {m['tta_psnr_clean_range']:.2f} | {m['tta_ssim']:.4f} |",
+        *([f"| {label} + SURE blend (the recipe's prediction) | {m['plain_blend_psnr']:.2f} ± {s['plain_blend_psnr']:.2f} | {m['plain_blend_psnr_clean_range']:.2f} | {m['plain_blend_ssim']:.4f} |",
+           f"| {label} + 8-fold TTA + SURE blend | {m['tta_blend_psnr']:.2f} ± {s['tta_blend_psnr']:.2f} | {m['tta_blend_psnr_clean_range']:.2f} | {m['tta_blend_ssim']:.4f} |"]
+          if blend else []),
         "", "Mean ± std over the 68 test images. Per image: `per_image.csv`. Crops: `crops.png`."]
   with open(os.path.join(results, "results.md"), "w") as f:
     f.write("\n".join(md) + "\n")
