@@ -289,6 +289,8 @@ exported to ONNX.
 U-Net depth {meta['model']['depth']}, {meta['model']['features']} features,
 {'N2V2 (MaxBlurPool, no top skip)' if meta['model']['n2v2'] else 'N2V'} architecture. The full
 configuration is attached as `config.json`; `model.json` holds what prediction needs.
+This package holds the network alone: n2v_jax's optional SURE blend with the noisy input
+(`predict --blend`) is not part of it.
 
 ## Validation
 

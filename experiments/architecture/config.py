@@ -31,6 +31,10 @@ VARIANTS = {"n2v": {"model.n2v2": False, "mask.strategy": "uniform_withCP"},
 
 def get_config():
   config = bsd68_cpu.get_config()
+  # the recipe as it was when the study ran (2026-11-30; results/*/config.json), not today's
+  config.train.num_steps, config.train.batch_size, config.model.features = 3000, 16, 32
+  config.mask.perc_pix, config.opt.grad_clip, config.predict.blend = 5.0, 0.0, False
+  config.train.eval_every, config.train.checkpoint_every = 200, 200
   config.data.path = os.path.normpath(os.path.join(DATA, "bsd68", "train_noisy_sigma25.tif"))
   config.train.progress = False
   return config
