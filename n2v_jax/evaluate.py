@@ -3,9 +3,10 @@
     python -m n2v_jax.evaluate --workdir W --noisy NOISY_DIR --clean CLEAN_DIR --output OUT_DIR
 
 Pairs files by stem, denoises each noisy image (with and/or without 8-fold TTA, with
-and/or without the SURE blend with the input: inference.sure_blend), and writes OUT_DIR/per_image.csv and OUT_DIR/evaluation.json. PSNR is reported in two
-conventions: a fixed data range (the N2V BSD68 convention: 255, float prediction, no
-clipping or rounding, mean of per-image values) and the clean image's own max - min.
+and/or without the SURE blend with the input: inference.sure_blend), and writes
+OUT_DIR/per_image.csv and OUT_DIR/evaluation.json. PSNR is reported in two conventions:
+a fixed data range (the N2V BSD68 convention: 255, float prediction, no clipping or
+rounding, mean of per-image values) and the clean image's own max - min.
 """
 
 import csv
@@ -58,7 +59,8 @@ def score(clean: np.ndarray, prediction: np.ndarray, data_range: float) -> dict:
 def evaluate(workdir: str, noisy_dir: str, clean_dir: str, output_dir: str | None = None,
              tta_modes: tuple[bool, ...] = (False, True), tile: int = 512,
              data_range: float | None = None, overwrite: bool = False,
-             keep_predictions: bool = False, blend_modes: tuple[bool, ...] | None = None) -> dict:
+             keep_predictions: bool = False,
+             blend_modes: tuple[bool, ...] | None = None) -> dict:
   """Per-image and mean scores; writes per_image.csv and evaluation.json into output_dir.
   Columns per mode: plain_*, tta_* and, with the blend, plain_blend_*, tta_blend_*;
   blend_modes None: as the model was trained (config.predict.blend)."""

@@ -176,9 +176,9 @@ if __name__ == "__main__":
   flags.DEFINE_string("axes", "", "Axes of the input, e.g. CYX; default: from the file.")
   flags.DEFINE_integer("tile", 512, "Largest tile edge in pixels; 0 = whole image.")
   flags.DEFINE_bool("tta", False, "8-fold test-time augmentation.")
-  flags.DEFINE_enum("blend", "auto", ["auto", "on", "off"], "Mix the noisy input back in with "
-                    "the SURE-optimal weight per image (one more pass; for Gaussian noise); "
-                    "auto: as the model was trained (config.predict.blend).")
+  flags.DEFINE_enum("blend", "auto", ["auto", "on", "off"], "Mix the noisy input back in "
+                    "with the SURE-optimal weight per image (one more pass; for Gaussian "
+                    "noise); auto: as the model was trained (config.predict.blend).")
   flags.DEFINE_bool("overwrite", False, "Replace existing outputs (folders: recompute "
                     "them; without it finished outputs are skipped).")
   flags.DEFINE_string("shard", "", "i/N: denoise only shard i (0-based) of N of a folder or "
