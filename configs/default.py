@@ -110,7 +110,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Denoising of the training data at the end (when clean ground truth is known).
   config.predict = ml_collections.ConfigDict()
-  config.predict.tile = 512  # largest tile edge in pixels; 0 = whole image in one call
+  config.predict.tile = 1024  # largest tile edge (inference.DEFAULT_TILE); 0 = whole image
   config.predict.tta = False  # 8-fold test-time augmentation
   # Mix the noisy input back into the prediction with the weight that minimises SURE for
   # Gaussian noise (n2v_jax.inference.sure_blend; one more pass): the default of predict

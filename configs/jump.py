@@ -91,5 +91,4 @@ def get_config(source: str = "hyperstack") -> ml_collections.ConfigDict:
   config.train.log_every = 50
   config.train.eval_every = 100
   config.train.checkpoint_every = 200
-  config.predict.tile = 512
   return config

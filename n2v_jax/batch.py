@@ -245,7 +245,7 @@ def _reason(exc: BaseException, job: Job) -> str:
 
 
 def denoise_folder(pred, input_dir: str, output_dir: str, *, axes: str | None = None,
-                   tile: int = 512, tta: bool = False, overwrite: bool = False,
+                   tile: int = inference.DEFAULT_TILE, tta: bool = False, overwrite: bool = False,
                    shard: str | tuple[int, int] | None = None, dtype: str = "float32",
                    scale: float = 1.0, offset: float = 0.0, pattern: str = "",
                    channels=None, progress: bool = True, report: bool = True,

@@ -57,7 +57,7 @@ def score(clean: np.ndarray, prediction: np.ndarray, data_range: float) -> dict:
 
 
 def evaluate(workdir: str, noisy_dir: str, clean_dir: str, output_dir: str | None = None,
-             tta_modes: tuple[bool, ...] = (False, True), tile: int = 512,
+             tta_modes: tuple[bool, ...] = (False, True), tile: int = inference.DEFAULT_TILE,
              data_range: float | None = None, overwrite: bool = False,
              keep_predictions: bool = False,
              blend_modes: tuple[bool, ...] | None = None) -> dict:
@@ -144,7 +144,8 @@ if __name__ == "__main__":
   flags.DEFINE_enum("blend", "auto", ["auto", "off", "on", "both"], "Score without/with the "
                     "SURE blend with the input (inference.sure_blend); auto: as the model was "
                     "trained (config.predict.blend).")
-  flags.DEFINE_integer("tile", 512, "Largest tile edge for prediction; 0 = whole image.")
+  flags.DEFINE_integer("tile", inference.DEFAULT_TILE,
+                       "Largest tile edge for prediction; 0 = whole image.")
   flags.DEFINE_float("data_range", None, "Fixed PSNR data range (default 255 for 8-bit clean "
                      "images, else the clean set's max - min).")
   flags.DEFINE_bool("overwrite", False, "Replace existing result files.")

@@ -99,6 +99,11 @@ def load_predictor(workdir: str, blend: bool | None = None) -> Predictor:
 # 128 x this many bytes and a few are alive at once: 2**21 keeps a call under ~1.5 GiB.
 # Larger images are cut into more (smaller) tiles; the result is the same (tiling is exact).
 MAX_VOXELS_PER_CALL = 2**21
+# Largest tile edge by default (predict --tile, config.predict.tile): 1024 beat 512 by
+# 1.1-1.25x for a 1024 x 1024 image on the 2-core Xeons (less halo per output pixel;
+# experiments/benchmark/README.md, 2026-12-01 and 2026-12-03); MAX_VOXELS_PER_CALL still
+# bounds the memory of one call.
+DEFAULT_TILE = 1024
 
 
 def plan_tiles(aligned: list[int], tile: int, halo: int, divisor: int, n_parallel: int = 1,
@@ -128,8 +133,11 @@ def plan_tiles(aligned: list[int], tile: int, halo: int, divisor: int, n_paralle
   return best[1], best[2]
 
 
-# Measured prediction speed-up of model.batch_chunks=8 on 2 CPU cores (benchmark README).
-SLICE_SPEEDUP = 1.6
+# Speed-up per computed voxel of the model's 8 batch slices in prediction on 2 CPU cores:
+# 1.6 on jax 0.10.2 (AMD EPYC, 2026-11-25); 1.01-1.13 on jax 0.12 (Intel Xeon, 2026-12-03),
+# where 4 tiles of 568 on one slice beat 16 of 312 on 8 slices by 1.16-1.20x (benchmark
+# README). Fewer slices are chosen when they compute fewer voxels by more than this.
+SLICE_SPEEDUP = 1.1
 
 
 def _cost(counts: list[int], cores: list[int], halo: int, n_parallel: int) -> int:
@@ -138,7 +146,21 @@ def _cost(counts: list[int], cores: list[int], halo: int, n_parallel: int) -> in
   return -(-n_tiles // n_parallel) * n_parallel * int(np.prod([c + 2 * halo for c in cores]))
 
 
-def predict_normalized(pred: Predictor, x: np.ndarray, tile: int = 512,
+def plan_parallel_tiles(aligned: list[int], tile: int, halo: int, divisor: int, n_dev: int,
+                        n_par: int, budget: int = MAX_VOXELS_PER_CALL
+                        ) -> tuple[int, list[int], list[int]]:
+  """(tiles side by side, tiles per axis, core sizes): n_par side by side (devices x batch
+  slices), or n_dev when that plan's tiles compute fewer voxels by more than the slices'
+  SLICE_SPEEDUP (small tiles for many slices can be mostly halo)."""
+  counts, cores = plan_tiles(aligned, tile, halo, divisor, n_par, budget)
+  if n_par > n_dev:
+    counts_1, cores_1 = plan_tiles(aligned, tile, halo, divisor, n_dev, budget)
+    if _cost(counts_1, cores_1, halo, n_dev) < _cost(counts, cores, halo, n_par) / SLICE_SPEEDUP:
+      return n_dev, counts_1, cores_1
+  return n_par, counts, cores
+
+
+def predict_normalized(pred: Predictor, x: np.ndarray, tile: int = DEFAULT_TILE,
                        batch: int = 0, tta: bool = False) -> np.ndarray:
   """Denoise one normalized image (*spatial, C) -> (*spatial, C) float32.
 
@@ -157,13 +179,9 @@ def predict_normalized(pred: Predictor, x: np.ndarray, tile: int = 512,
   # side by side (models.chunked_conv). With TTA the 8 symmetries fill the slices.
   n_sym = 8 if tta else 1
   slices = max(1, int(pred.model.batch_chunks)) if tile else 1
-  n_par = n_dev * max(1, slices // n_sym)
   budget = MAX_VOXELS_PER_CALL // n_sym
-  counts, cores = plan_tiles(aligned, tile, h, d, n_par, budget)
-  if n_par > n_dev:  # in 3D, budget/n_par-voxel tiles can be mostly halo: then fewer slices
-    counts_1, cores_1 = plan_tiles(aligned, tile, h, d, n_dev, budget)
-    if _cost(counts_1, cores_1, h, n_dev) < _cost(counts, cores, h, n_par) / SLICE_SPEEDUP:
-      n_par, counts, cores = n_dev, counts_1, cores_1
+  n_par, counts, cores = plan_parallel_tiles(aligned, tile, h, d, n_dev,
+                                             n_dev * max(1, slices // n_sym), budget)
   tile_shape = [c + 2 * h for c in cores]
   # tile=0 asks for the whole image in one call: 8 of them at once could exceed memory
   if tta and (not tile or not symmetry.square_yx(tile_shape) or list(spatial) != aligned):
@@ -202,7 +220,7 @@ def predict_normalized(pred: Predictor, x: np.ndarray, tile: int = 512,
   return np.ascontiguousarray(out[tuple(slice(0, s) for s in spatial)])
 
 
-def predict_image(pred: Predictor, image: np.ndarray, tile: int = 512, tta: bool = False,
+def predict_image(pred: Predictor, image: np.ndarray, tile: int = DEFAULT_TILE, tta: bool = False,
                   batch: int = 0, blend: bool | None = None) -> np.ndarray:
   """Denoise one raw image (*spatial, C) in data units -> float32 in data units.
   blend: the SURE blend with the noisy input (sure_blend); None: the predictor's default."""
@@ -210,8 +228,8 @@ def predict_image(pred: Predictor, image: np.ndarray, tile: int = 512, tta: bool
   return pred.normalize.inverse(_normalized_variants(pred, image, tile, tta, batch, blend)[-1])
 
 
-def predict_variants(pred: Predictor, image: np.ndarray, tile: int = 512, tta: bool = False,
-                     batch: int = 0, blend: bool = False) -> dict[bool, np.ndarray]:
+def predict_variants(pred: Predictor, image: np.ndarray, tile: int = DEFAULT_TILE,
+                     tta: bool = False, batch: int = 0, blend: bool = False) -> dict[bool, np.ndarray]:
   """{False: the network's prediction} and, with blend, {True: its SURE blend} of one raw
   image, in data units: the blend reuses the prediction (one more pass, not two)."""
   outs = _normalized_variants(pred, image, tile, tta, batch, blend)

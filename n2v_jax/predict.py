@@ -12,11 +12,11 @@ import os
 import sys
 
 from n2v_jax import batch, checkpoint, cluster, config_lib, loop, tiff_io, zarr_io, zarr_jobs
-from n2v_jax.inference import Predictor, load_predictor, predict_image  # noqa: F401 (the API)
+from n2v_jax.inference import DEFAULT_TILE, Predictor, load_predictor, predict_image  # noqa: F401 (the API)
 
 
 def predict_file(pred: Predictor, in_path: str, out_path: str, axes: str | None = None,
-                 tile: int = 512, tta: bool = False, overwrite: bool = False,
+                 tile: int = DEFAULT_TILE, tta: bool = False, overwrite: bool = False,
                  dtype: str = "float32", scale: float = 1.0, offset: float = 0.0) -> None:
   """One TIFF to one TIFF: the one-file case of the folder job (n2v_jax.batch)."""
   if os.path.exists(out_path) and not overwrite:
@@ -36,7 +36,7 @@ def workdir_grouping(workdir: str) -> tuple[str, tuple]:
 
 
 def predict_path(workdir: str, input_path: str, output_path: str, axes: str | None = None,
-                 tile: int = 512, tta: bool = False, overwrite: bool = False,
+                 tile: int = DEFAULT_TILE, tta: bool = False, overwrite: bool = False,
                  dtype: str = "float32", scale: float = 1.0, offset: float = 0.0,
                  shard: str | None = None, channel_pattern: str | None = None,
                  channels=None, progress: bool = False, summary_out: list | None = None,
@@ -174,7 +174,7 @@ if __name__ == "__main__":
                       "or zarr array (with --axes).")
   flags.DEFINE_string("output", None, "Output TIFF, folder or OME-Zarr (.zarr).")
   flags.DEFINE_string("axes", "", "Axes of the input, e.g. CYX; default: from the file.")
-  flags.DEFINE_integer("tile", 512, "Largest tile edge in pixels; 0 = whole image.")
+  flags.DEFINE_integer("tile", DEFAULT_TILE, "Largest tile edge in pixels; 0 = whole image.")
   flags.DEFINE_bool("tta", False, "8-fold test-time augmentation.")
   flags.DEFINE_enum("blend", "auto", ["auto", "on", "off"], "Mix the noisy input back in "
                     "with the SURE-optimal weight per image (one more pass; for Gaussian "

@@ -82,7 +82,7 @@ def finished(out_path: str) -> bool:
 
 
 def denoise_image(pred: inference.Predictor, in_path: str, out_path: str, *,
-                  axes: str | None = None, tile: int = 512, tta: bool = False,
+                  axes: str | None = None, tile: int = inference.DEFAULT_TILE, tta: bool = False,
                   overwrite: bool = False, dtype: str = "float32", scale: float = 1.0,
                   offset: float = 0.0, preemption=None, name: str | None = None,
                   block_voxels: int = zarr_io.BLOCK_VOXELS) -> batch.Result:
@@ -150,7 +150,7 @@ def plan_plate(input_path: str, output_path: str) -> list[batch.Job]:
 
 
 def denoise_plate(pred: inference.Predictor, input_path: str, output_path: str, *,
-                  axes: str | None = None, tile: int = 512, tta: bool = False,
+                  axes: str | None = None, tile: int = inference.DEFAULT_TILE, tta: bool = False,
                   overwrite: bool = False, shard: str | tuple[int, int] | None = None,
                   dtype: str = "float32", scale: float = 1.0, offset: float = 0.0,
                   progress: bool = True, report: bool = True, preemption=None,

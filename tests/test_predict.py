@@ -166,6 +166,19 @@ def test_planned_cost_beats_the_naive_grid_with_parallel_slices():
   assert cost < 16 * (464 + 2 * halo) ** 2
 
 
+def test_large_tiles_run_on_one_slice_where_eight_slices_compute_more():
+  # 1024^2, halo 28: 8 slices need 16 tiles of 312 (1.49x the image's pixels), one slice
+  # 4 tiles of 568 (1.23x): more than SLICE_SPEEDUP apart, so one slice.
+  n_par, counts, cores = inference.plan_parallel_tiles([1024, 1024], 1024, 28, 4, 1, 8)
+  assert (n_par, counts, cores) == (1, [2, 2], [512, 512])
+  # Tiles of at most 512: 9 tiles of 400 (1.37x) against 1.49x, within SLICE_SPEEDUP.
+  n_par, counts, cores = inference.plan_parallel_tiles([1024, 1024], 512, 28, 4, 1, 8)
+  assert (n_par, counts, cores) == (8, [4, 4], [256, 256])
+  # Two devices: the 4 large tiles, one per device and call.
+  plan = inference.plan_parallel_tiles([1024, 1024], 1024, 28, 4, 2, 16)
+  assert plan == (2, [2, 2], [512, 512])
+
+
 def test_model_from_an_older_format_is_refused_clearly(workdir_2d, tmp_path):
   import json
   import shutil

@@ -169,6 +169,8 @@ def run_predict(args) -> dict:
   pred = _predictor(config, variables, in_channels, ndim)
   rng = np.random.default_rng(0)
   image = rng.normal(size=args.shape).astype(np.float32)
+  if args.tile < 0:  # the library's default, as predict.py uses it
+    args.tile = inference.DEFAULT_TILE
   rss_before = _peak_rss_gib()
   t0 = time.perf_counter()
   out = inference.predict_image(pred, image, tile=args.tile, tta=args.tta)  # compiles too
@@ -226,9 +228,10 @@ def main() -> None:
   p.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
   add_network_args(p)
   p.add_argument("--predict-size", type=int, default=1024, help="2D test image edge")
-  p.add_argument("--tile", type=int, default=256)
+  p.add_argument("--tile", type=int, default=-1,
+                 help="prediction tile limit; -1: inference.DEFAULT_TILE, 0: whole image")
   p.add_argument("--repeats", type=int, default=3)
-  p.add_argument("--memory-tile", type=int, default=256)
+  p.add_argument("--memory-tile", type=int, default=-1, help="as --tile, for --only memory")
   # child mode (one configuration)
   p.add_argument("--child", choices=["train", "predict"], default=None, help=argparse.SUPPRESS)
   p.add_argument("--batch", type=int, default=16, help=argparse.SUPPRESS)

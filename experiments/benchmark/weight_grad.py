@@ -3,8 +3,9 @@
     .venv/bin/python experiments/benchmark/weight_grad.py
 
 Prints ms and GFLOP/s of: XLA's own gradient (jax.vjp of lax.conv), im2col + one einsum in
-XLA, 9 shifted matmuls on flat views in NumPy (OpenBLAS), the same through jax.pure_callback,
-and (batch 16) XLA on 8 batch slices of 2 (what model.batch_chunks=8 does). Run it idle.
+XLA, 9 shifted matmuls on flat views in XLA (the custom-VJP candidate) and in NumPy
+(OpenBLAS), the NumPy one through jax.pure_callback, and (batch 16) XLA and the XLA flat
+shifts on 8 batch slices of 2 (what model.batch_chunks=8 does). Run it idle.
 """
 import time, sys, numpy as np, jax, jax.numpy as jnp
 from jax import lax
@@ -29,6 +30,14 @@ def np_wgrad(x, dy):
       o = ky*Wp+kx
       out[ky,kx] = xp[o:o+N].T @ dyp
   return out
+def xla_flat_wgrad(x, dy):
+  # the same 9 flat-shift products as np_wgrad, in XLA: (N, Ci)^T @ (N, Co) per tap
+  b,H,W,Ci = x.shape; Hp, Wp = H+2, W+2; N = b*Hp*Wp
+  xp = jnp.pad(jnp.pad(x,((0,0),(1,1),(1,1),(0,0))).reshape(N,Ci), ((0,2*Wp+2),(0,0)))
+  dyp = jnp.pad(dy,((0,0),(0,2),(0,2),(0,0))).reshape(N,-1)
+  taps = [lax.dot_general(lax.slice_in_dim(xp,o,o+N), dyp, (((0,),(0,)),((),())))
+          for o in (ky*Wp+kx for ky in range(3) for kx in range(3))]
+  return jnp.stack(taps).reshape(3,3,Ci,-1)
 def main(b, H, Ci, Co):
   k = jax.random.key(0)
   x = jax.random.normal(k,(b,H,H,Ci)); w = jax.random.normal(k,(3,3,Ci,Co))*0.1
@@ -43,6 +52,8 @@ def main(b, H, Ci, Co):
     return jnp.einsum('bhwk,bhwo->ko',cols,dy).reshape(3,3,Ci,Co)
   f = jax.jit(im2col); np.testing.assert_allclose(f(x,dy),ref,rtol=1e-3,atol=1e-2)
   t = med(f,x,dy); print(f"   xla im2col {t*1e3:.2f} ms {flop/t/1e9:.0f}")
+  f = jax.jit(xla_flat_wgrad); np.testing.assert_allclose(f(x,dy),ref,rtol=1e-3,atol=2e-2)
+  t = med(f,x,dy); print(f"   xla flat-shift {t*1e3:.2f} ms {flop/t/1e9:.0f}")
   xn, dyn = np.asarray(x), np.asarray(dy)
   np.testing.assert_allclose(np_wgrad(xn,dyn),ref,rtol=1e-3,atol=1e-2)
   t = med(lambda a,c: np_wgrad(a,c), xn, dyn); print(f"   numpy flat-shift {t*1e3:.2f} ms {flop/t/1e9:.0f}")
@@ -53,6 +64,7 @@ def main(b, H, Ci, Co):
     def sl(fn):
       return jax.jit(lambda x,dy: sum(fn(x[i*2:(i+1)*2],dy[i*2:(i+1)*2]) for i in range(8)))
     t = med(sl(lambda a,c: jax.vjp(lambda w: conv(a,w), w)[1](c)[0]),x,dy); print(f"   xla 8 slices {t*1e3:.2f} ms {flop/t/1e9:.0f}")
+    t = med(sl(xla_flat_wgrad),x,dy); print(f"   xla flat-shift 8 slices {t*1e3:.2f} ms {flop/t/1e9:.0f}")
     t = med(sl(lambda a,c: jax.pure_callback(np_wgrad, jax.ShapeDtypeStruct((3,3,Ci,Co),jnp.float32), a, c)),x,dy); print(f"   callback 8 slices {t*1e3:.2f} ms {flop/t/1e9:.0f}")
 a = np.random.rand(2048,2048).astype(np.float32)
 t=time.perf_counter(); [a@a for _ in range(5)]; print("numpy matmul GF/s", 5*2*2048**3/(time.perf_counter()-t)/1e9)
