@@ -133,11 +133,27 @@ def _upsample_bilinear(x: jax.Array) -> jax.Array:
 # gets slower per patch as the batch grows. Applying each conv to several slices of the
 # batch gives XLA independent, smaller convolutions (forward and backward), which its
 # runtime runs side by side. Same weights, same result up to float rounding (BatchNorm
-# still sees the whole batch). Measured on jax 0.12, 2-core Intel Xeon, patches/s with
-# 1 slice -> 8: batch-norm U-Net at batch 128 15.7-18.5 -> 21.0-22.9 (at batch 16 no
-# change, 26-30 either way); without batch norm (whole network sliced, apply_model) at
-# batch 16 29.8-31.6 -> 35.8-39.9 (experiments/benchmark/README.md).
-AUTO_BATCH_CHUNKS_CPU = 8
+# still sees the whole batch). How many slices pay depends on the CPU (jax 0.12, 2 cores,
+# patches/s, experiments/benchmark/README.md): on the Intel Xeons 8 slices beat 1-2 by
+# 1.1-1.14x at batch 16 and 1 by 1.2-1.5x at batch 128; on the AMD EPYCs 2 slices beat 8
+# by 1.1-1.2x at batch 16 and 32 (AVX-512) and tied them at batch 128 and in the BSD68
+# recipe (AVX-512 and AVX2). So auto is 2 slices on AMD CPUs and 8 on all others.
+AUTO_BATCH_CHUNKS_CPU = {"AuthenticAMD": 2}
+AUTO_BATCH_CHUNKS_CPU_OTHER = 8
+
+
+def cpu_vendor() -> str:
+  """The CPU's vendor id from /proc/cpuinfo ('GenuineIntel', 'AuthenticAMD'; '' if unknown)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("vendor_id"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return ""
+
+
 BATCH_NORM_EPSILON = 1e-5
 
 
@@ -158,12 +174,15 @@ def apply_model(model: "UNet", variables: Any, x: jax.Array, **kwargs) -> jax.Ar
 
 
 def batch_chunks_of(model_cfg: Any) -> int:
-  """model.batch_chunks: 0 = auto (AUTO_BATCH_CHUNKS_CPU on CPU, 1 on accelerators)."""
+  """model.batch_chunks: 0 = auto (by CPU vendor on CPU, AUTO_BATCH_CHUNKS_CPU; 1 on
+  accelerators)."""
   n = int(model_cfg.batch_chunks)
   if n < 0:
     raise ValueError(f"model.batch_chunks={n}: expected 0 (auto) or a positive count")
   if n == 0:
-    return AUTO_BATCH_CHUNKS_CPU if jax.default_backend() == "cpu" else 1
+    if jax.default_backend() != "cpu":
+      return 1
+    return AUTO_BATCH_CHUNKS_CPU.get(cpu_vendor(), AUTO_BATCH_CHUNKS_CPU_OTHER)
   return n
 
 

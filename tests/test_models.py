@@ -1,6 +1,8 @@
 """Tests for n2v_jax.models: shapes, N2V2, residual, independent channels, BatchNorm,
 mixed precision, receptive field (empirical), input validation."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -344,6 +346,23 @@ def test_bad_input_rank_and_kernel_raise():
     _init(UNet(ndim=2, features=4), jnp.zeros((1, 8, 16, 16, 1)))
   with pytest.raises(ValueError, match="odd"):
     _init(UNet(kernel_size=4, features=4), jnp.zeros((1, 16, 16, 1)))
+
+
+@pytest.mark.parametrize("vendor,slices", [("AuthenticAMD", 2), ("GenuineIntel", 8), ("", 8)])
+def test_auto_batch_chunks_follow_the_cpu_vendor(monkeypatch, vendor, slices):
+  # 0 = auto: the measured best slice count per CPU vendor; an explicit count is kept.
+  monkeypatch.setattr(models, "cpu_vendor", lambda: vendor)
+  assert models.batch_chunks_of(_cfg(batch_chunks=0)) == slices
+  assert models.batch_chunks_of(_cfg(batch_chunks=3)) == 3
+  with pytest.raises(ValueError, match="batch_chunks=-1"):
+    models.batch_chunks_of(_cfg(batch_chunks=-1))
+
+
+def test_cpu_vendor_reads_proc_cpuinfo():
+  vendor = models.cpu_vendor()
+  assert isinstance(vendor, str)
+  if os.path.exists("/proc/cpuinfo"):
+    assert vendor and vendor in open("/proc/cpuinfo").read()
 
 
 @pytest.mark.parametrize("batch_norm", [True, False])
