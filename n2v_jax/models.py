@@ -135,11 +135,13 @@ def _upsample_bilinear(x: jax.Array) -> jax.Array:
 # runtime runs side by side. Same weights, same result up to float rounding (BatchNorm
 # still sees the whole batch). How many slices pay depends on the CPU (jax 0.12, 2 cores,
 # patches/s, experiments/benchmark/README.md): on the Intel Xeons 8 slices beat 1-2 by
-# 1.1-1.14x at batch 16 and 1 by 1.2-1.5x at batch 128; on the AMD EPYCs 2 slices beat 8
-# by 1.1-1.2x at batch 16 and 32 (AVX-512) and tied them at batch 128 and in the BSD68
-# recipe (AVX-512 and AVX2). So auto is 2 slices on AMD CPUs and 8 on all others.
-AUTO_BATCH_CHUNKS_CPU = {"AuthenticAMD": 2}
-AUTO_BATCH_CHUNKS_CPU_OTHER = 8
+# 1.1-1.14x at batch 16 and 1 by 1.2-1.5x at batch 128; on the AMD EPYCs slices of fewer
+# than ~8 64x64 patches cost more than they buy: 2 slices beat 8 at batch 16 (median 1.04x
+# of 8 pairs; 1.35x once) and 2-4 beat 8 at batch 32, while 8 beat 2 at batch 128 (1.08x).
+# So auto is up to 8 slices, and on AMD CPUs each slice keeps at least
+# AUTO_MIN_SLICE_VOXELS (but there are at least 2 slices where the batch allows).
+AUTO_BATCH_CHUNKS_CPU = 8
+AUTO_MIN_SLICE_VOXELS = {"AuthenticAMD": 8 * 64 * 64}
 
 
 def cpu_vendor() -> str:
@@ -157,8 +159,17 @@ def cpu_vendor() -> str:
 BATCH_NORM_EPSILON = 1e-5
 
 
-def chunked_conv(conv: nn.Module, x: jax.Array, chunks: int) -> jax.Array:
-  k = math.gcd(int(chunks), x.shape[0])
+def slice_count(chunks: int, min_slice_voxels: int, shape: tuple[int, ...]) -> int:
+  """Slices for an input of `shape` (B, *spatial, C): the largest divisor of gcd(chunks, B)
+  that leaves each slice min_slice_voxels spatial voxels, or 2 (0: no minimum)."""
+  g = math.gcd(int(chunks), shape[0])
+  if not min_slice_voxels or g <= 2:
+    return g
+  limit = max(2, shape[0] * math.prod(shape[1:-1]) // int(min_slice_voxels))
+  return max(d for d in range(1, g + 1) if g % d == 0 and d <= limit)
+
+
+def chunked_conv(conv: nn.Module, x: jax.Array, k: int) -> jax.Array:
   if k <= 1:
     return conv(x)
   return jnp.concatenate([conv(part) for part in jnp.split(x, k)], axis=0)
@@ -167,23 +178,24 @@ def chunked_conv(conv: nn.Module, x: jax.Array, chunks: int) -> jax.Array:
 def apply_model(model: "UNet", variables: Any, x: jax.Array, **kwargs) -> jax.Array:
   """model.apply; without BatchNorm, on batch slices as fully independent branches (no
   state is shared between samples, so this is exact), the most parallel form."""
-  k = math.gcd(int(model.batch_chunks), x.shape[0])
+  k = slice_count(model.batch_chunks, model.min_slice_voxels, x.shape)
   if model.batch_norm or k <= 1 or kwargs.get("mutable"):
     return model.apply(variables, x, **kwargs)
   return jnp.concatenate([model.apply(variables, part, **kwargs) for part in jnp.split(x, k)])
 
 
-def batch_chunks_of(model_cfg: Any) -> int:
-  """model.batch_chunks: 0 = auto (by CPU vendor on CPU, AUTO_BATCH_CHUNKS_CPU; 1 on
-  accelerators)."""
+def batch_chunks_of(model_cfg: Any) -> tuple[int, int]:
+  """(slices, minimum voxels per slice) for model.batch_chunks: a positive count is used
+  as given; 0 = auto: on CPU AUTO_BATCH_CHUNKS_CPU with the CPU vendor's minimum, 1 on
+  accelerators."""
   n = int(model_cfg.batch_chunks)
   if n < 0:
     raise ValueError(f"model.batch_chunks={n}: expected 0 (auto) or a positive count")
   if n == 0:
     if jax.default_backend() != "cpu":
-      return 1
-    return AUTO_BATCH_CHUNKS_CPU.get(cpu_vendor(), AUTO_BATCH_CHUNKS_CPU_OTHER)
-  return n
+      return 1, 0
+    return AUTO_BATCH_CHUNKS_CPU, AUTO_MIN_SLICE_VOXELS.get(cpu_vendor(), 0)
+  return n, 0
 
 
 def upsampling_of(model_cfg: Any) -> str:
@@ -219,10 +231,11 @@ class UNet(nn.Module):
   independent_channels: bool = False
   upsampling: str = "nearest"
   batch_chunks: int = 1  # performance only: see chunked_conv
+  min_slice_voxels: int = 0  # performance only: see slice_count
   dtype: Any = jnp.float32
 
   def _block(self, x: jax.Array, features: tuple[int, int], groups: int, name: str,
-             train: bool):
+             train: bool, slices: int):
     # He init suits ReLU (fan-in is per group for grouped convs); BatchNorm momentum 0.9
     # (PyTorch/CAREamics default) so running stats settle within short N2V trainings.
     nd = x.ndim - 2
@@ -230,8 +243,7 @@ class UNet(nn.Module):
       conv = nn.Conv(features[i] * groups, (self.kernel_size,) * nd, padding="SAME",
                      feature_group_count=groups, dtype=self.dtype, param_dtype=jnp.float32,
                      kernel_init=nn.initializers.he_normal(), name=f"{name}_conv{i}")
-      # Without BatchNorm, apply_model slices the whole network instead (faster still).
-      x = chunked_conv(conv, x, self.batch_chunks if self.batch_norm else 1)
+      x = chunked_conv(conv, x, slices)
       if self.batch_norm:
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
                          epsilon=BATCH_NORM_EPSILON,
@@ -264,11 +276,16 @@ class UNet(nn.Module):
       raise ValueError(f"UNet independent_channels needs out_channels to be a multiple of "
                        f"input channels {in_channels}; got {self.out_channels}")
 
+    # Slices of the batch for every conv, from the input's shape; without BatchNorm,
+    # apply_model slices the whole network instead (faster still).
+    slices = (slice_count(self.batch_chunks, self.min_slice_voxels, x.shape)
+              if self.batch_norm else 1)
     x_in = x.astype(jnp.float32)
     h = x.astype(self.dtype)
     skips = []
     for level in range(self.depth):
-      h = self._block(h, (self.features * 2**level,) * 2, groups, f"enc{level}", train)
+      h = self._block(h, (self.features * 2**level,) * 2, groups, f"enc{level}", train,
+                      slices)
       skips.append(h)
       if self.n2v2:
         h = max_blur_pool(h)
@@ -276,13 +293,13 @@ class UNet(nn.Module):
         h = _max_pool2(h)
     half = lambda level: self.features * 2 ** max(level - 1, 0)
     h = self._block(h, (self.features * 2**self.depth, half(self.depth)), groups, "bottom",
-                    train)
+                    train, slices)
     for level in reversed(range(self.depth)):
       h = _upsample_bilinear(h) if self.upsampling == "bilinear" else _upsample_nearest(h)
       if not (self.n2v2 and level == 0):  # N2V2 drops the top-level skip only
         h = _concat_groups(skips[level], h, groups)
       h = self._block(h, (self.features * 2**level, half(level)), groups, f"dec{level}",
-                      train)
+                      train, slices)
     out = nn.Conv(self.out_channels, (1,) * nd, feature_group_count=groups,
                   dtype=self.dtype, param_dtype=jnp.float32, name="final")(h)
     out = out.astype(jnp.float32)
@@ -320,6 +337,7 @@ def make_model(model_cfg: Any, in_channels: int, ndim: int | None = None) -> UNe
     ndim = getattr(model_cfg, "ndim", None)
   if ndim is not None and int(ndim) not in (2, 3):
     raise ValueError(f"model ndim must be 2 or 3; got {ndim}")
+  chunks, min_slice_voxels = batch_chunks_of(model_cfg)
   return UNet(
       ndim=None if ndim is None else int(ndim),
       out_channels=int(in_channels),
@@ -331,6 +349,7 @@ def make_model(model_cfg: Any, in_channels: int, ndim: int | None = None) -> UNe
       n2v2=bool(model_cfg.n2v2),
       independent_channels=bool(model_cfg.independent_channels),
       upsampling=upsampling_of(model_cfg),
-      batch_chunks=batch_chunks_of(model_cfg),
+      batch_chunks=chunks,
+      min_slice_voxels=min_slice_voxels,
       dtype=_DTYPES[dtype_name],
   )

@@ -348,14 +348,35 @@ def test_bad_input_rank_and_kernel_raise():
     _init(UNet(kernel_size=4, features=4), jnp.zeros((1, 16, 16, 1)))
 
 
-@pytest.mark.parametrize("vendor,slices", [("AuthenticAMD", 2), ("GenuineIntel", 8), ("", 8)])
-def test_auto_batch_chunks_follow_the_cpu_vendor(monkeypatch, vendor, slices):
-  # 0 = auto: the measured best slice count per CPU vendor; an explicit count is kept.
+@pytest.mark.parametrize("vendor,minimum", [("AuthenticAMD", 8 * 64 * 64), ("GenuineIntel", 0),
+                                            ("", 0)])
+def test_auto_batch_chunks_follow_the_cpu_vendor(monkeypatch, vendor, minimum):
+  # 0 = auto: 8 slices, with the measured minimum slice size of the CPU vendor; an explicit
+  # count is kept as given.
   monkeypatch.setattr(models, "cpu_vendor", lambda: vendor)
-  assert models.batch_chunks_of(_cfg(batch_chunks=0)) == slices
-  assert models.batch_chunks_of(_cfg(batch_chunks=3)) == 3
+  assert models.batch_chunks_of(_cfg(batch_chunks=0)) == (8, minimum)
+  assert models.batch_chunks_of(_cfg(batch_chunks=3)) == (3, 0)
   with pytest.raises(ValueError, match="batch_chunks=-1"):
     models.batch_chunks_of(_cfg(batch_chunks=-1))
+  model = make_model(_cfg(batch_chunks=0), 1)
+  assert (model.batch_chunks, model.min_slice_voxels) == (8, minimum)
+
+
+def test_slice_count():
+  amd = 8 * 64 * 64
+  # training batches of 64x64 patches on AMD: slices of >= 8 patches, at least 2
+  assert [models.slice_count(8, amd, (b, 64, 64, 1)) for b in (1, 4, 8, 16, 32, 64, 128, 256)] \
+      == [1, 2, 2, 2, 4, 8, 8, 8]
+  assert models.slice_count(8, amd, (12, 64, 64, 1)) == 2  # a divisor of the batch
+  assert models.slice_count(8, amd, (16, 16, 64, 64, 1)) == 8  # 3D patches are large
+  assert models.slice_count(8, amd, (8, 568, 568, 1)) == 8  # prediction tiles (TTA)
+  # no minimum: gcd(chunks, batch), as before
+  assert [models.slice_count(8, 0, (b, 64, 64, 1)) for b in (1, 4, 12, 16, 128)] \
+      == [1, 4, 4, 8, 8]
+  for b in range(1, 70):
+    for chunks in (1, 2, 3, 4, 8):
+      k = models.slice_count(chunks, amd, (b, 32, 32, 2))
+      assert b % k == 0 and chunks % k == 0 and k >= 1
 
 
 def test_cpu_vendor_reads_proc_cpuinfo():
@@ -371,7 +392,10 @@ def test_batch_chunks_change_speed_not_results(batch_norm):
   # BatchNorm statistics (still over the whole batch) and gradients equal the unsliced ones.
   x = _x((8, 16, 16, 2))
   one = UNet(out_channels=2, features=4, batch_norm=batch_norm, batch_chunks=1)
-  four = UNet(out_channels=2, features=4, batch_norm=batch_norm, batch_chunks=4)
+  # 8 slices asked, at least 2 x 16 x 16 voxels each: 4 slices of the batch of 8
+  four = UNet(out_channels=2, features=4, batch_norm=batch_norm, batch_chunks=8,
+              min_slice_voxels=2 * 16 * 16)
+  assert models.slice_count(8, 2 * 16 * 16, x.shape) == 4
   variables = _init(one, x)
 
   def run(model):
