@@ -229,7 +229,8 @@ def predict_image(pred: Predictor, image: np.ndarray, tile: int = DEFAULT_TILE, 
 
 
 def predict_variants(pred: Predictor, image: np.ndarray, tile: int = DEFAULT_TILE,
-                     tta: bool = False, batch: int = 0, blend: bool = False) -> dict[bool, np.ndarray]:
+                     tta: bool = False, batch: int = 0,
+                     blend: bool = False) -> dict[bool, np.ndarray]:
   """{False: the network's prediction} and, with blend, {True: its SURE blend} of one raw
   image, in data units: the blend reuses the prediction (one more pass, not two)."""
   outs = _normalized_variants(pred, image, tile, tta, batch, blend)

@@ -22,6 +22,7 @@ per group, so output channel c depends on input channel c only.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -144,6 +145,7 @@ AUTO_BATCH_CHUNKS_CPU = 8
 AUTO_MIN_SLICE_VOXELS = {"AuthenticAMD": 8 * 64 * 64}
 
 
+@functools.cache
 def cpu_vendor() -> str:
   """The CPU's vendor id from /proc/cpuinfo ('GenuineIntel', 'AuthenticAMD'; '' if unknown)."""
   try:
@@ -160,8 +162,9 @@ BATCH_NORM_EPSILON = 1e-5
 
 
 def slice_count(chunks: int, min_slice_voxels: int, shape: tuple[int, ...]) -> int:
-  """Slices for an input of `shape` (B, *spatial, C): the largest divisor of gcd(chunks, B)
-  that leaves each slice min_slice_voxels spatial voxels, or 2 (0: no minimum)."""
+  """Slices for an input of `shape` (B, *spatial, C): gcd(chunks, B), or with a minimum
+  the largest divisor of it whose slices keep min_slice_voxels spatial voxels each (but
+  never fewer than 2 slices where gcd(chunks, B) allows)."""
   g = math.gcd(int(chunks), shape[0])
   if not min_slice_voxels or g <= 2:
     return g

@@ -12,7 +12,8 @@ import os
 import sys
 
 from n2v_jax import batch, checkpoint, cluster, config_lib, loop, tiff_io, zarr_io, zarr_jobs
-from n2v_jax.inference import DEFAULT_TILE, Predictor, load_predictor, predict_image  # noqa: F401 (the API)
+from n2v_jax.inference import (  # noqa: F401 (the API)
+    DEFAULT_TILE, Predictor, load_predictor, predict_image)
 
 
 def predict_file(pred: Predictor, in_path: str, out_path: str, axes: str | None = None,

@@ -7,22 +7,11 @@ statistics as dot products with a ones vector, and plain jnp means with the one-
 variance. All three give the same values (checked). Run it idle. It answers whether batch
 norm on its own is worth rewriting (experiments/benchmark/README.md, 2026-12-03: no).
 """
-import time
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-
-def med(fn, *a, r=15):
-  jax.block_until_ready(fn(*a))
-  ts = []
-  for _ in range(r):
-    t = time.perf_counter()
-    jax.block_until_ready(fn(*a))
-    ts.append(time.perf_counter() - t)
-  return np.median(ts)
+from ceiling import median_seconds
 
 
 def bn_flax(x, s, b):
@@ -59,5 +48,5 @@ for shape in [(16, 64, 64, 32), (16, 32, 32, 64), (128, 64, 64, 32)]:
       ref = out
     for o, r in zip(out, ref):
       np.testing.assert_allclose(o, r, rtol=2e-3, atol=2e-3)
-    t = med(fwd_bwd, x, s, b, g)
+    t = median_seconds(fwd_bwd, x, s, b, g, repeats=15)
     print(shape, name, f"{t * 1e3:.2f} ms fwd+bwd, {t / shape[0] * 1e3:.3f} ms/patch")

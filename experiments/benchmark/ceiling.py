@@ -28,7 +28,7 @@ import numpy as np
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
-def _median_seconds(fn, *args, repeats: int = 7) -> float:
+def median_seconds(fn, *args, repeats: int = 7) -> float:
   jax.block_until_ready(fn(*args))
   times = []
   for _ in range(repeats):
@@ -60,7 +60,7 @@ def step_gflop(batch: int = 16, patch: int = 64) -> dict:
 
 def matmul(n: int = 2048) -> dict:
   a = jax.random.normal(jax.random.key(0), (n, n))
-  s = _median_seconds(jax.jit(lambda a: a @ a), a)
+  s = median_seconds(jax.jit(lambda a: a @ a), a)
   return {"figure": "matmul", "n": n, "gflop_per_s": round(2 * n**3 / s / 1e9, 1)}
 
 
@@ -85,7 +85,7 @@ def conv(shape: tuple[int, ...], c_out: int) -> dict:
     return jnp.concatenate([p[0] for p in parts]), sum(p[1] for p in parts)
 
   dy = jax.random.normal(jax.random.key(2), shape[:-1] + (c_out,))
-  rate = lambda fn, *args: round(flop / _median_seconds(jax.jit(fn), *args) / 1e9, 1)
+  rate = lambda fn, *args: round(flop / median_seconds(jax.jit(fn), *args) / 1e9, 1)
   slices = min(8, shape[0])  # model.batch_chunks' CPU default
   return {"figure": "conv", "input": list(shape), "c_out": c_out,
           "xla_gflop_per_s": rate(xla, x, w),
