@@ -170,7 +170,10 @@ def predict_normalized(pred: Predictor, x: np.ndarray, tile: int = DEFAULT_TILE,
   one call. That equals predicting the 8 transformed images (what `predict_image` does
   otherwise) when the tiles are square in (Y, X) and the image is aligned to the pooling
   grid, so that every transformed tile is aligned too, and tile > 0 (within the voxel
-  budget); else returns None.
+  budget); else returns None. It also returns None where the 8 images one after the other
+  compute fewer voxels: 8 symmetries share one call's budget, so their tiles are smaller
+  and carry more halo (1024 x 1024, 2 CPU cores: 1.1-1.25x faster one after the other,
+  experiments/benchmark/README.md).
   """
   spatial, d, h = x.shape[:-1], pred.divisor, pred.halo
   aligned = [-(-s // d) * d for s in spatial]
@@ -186,6 +189,11 @@ def predict_normalized(pred: Predictor, x: np.ndarray, tile: int = DEFAULT_TILE,
   # tile=0 asks for the whole image in one call: 8 of them at once could exceed memory
   if tta and (not tile or not symmetry.square_yx(tile_shape) or list(spatial) != aligned):
     return None
+  if tta:  # per symmetry, voxels computed in one call of 8 against a call of its own
+    n_one, counts_one, cores_one = plan_parallel_tiles(aligned, tile, h, d, n_dev,
+                                                       n_dev * slices, MAX_VOXELS_PER_CALL)
+    if _cost(counts, cores, h, n_par) > _cost(counts_one, cores_one, h, n_one):
+      return None
   # Reflect padding: the first `h` padded pixels are the same whatever the total width, so
   # every core pixel sees exactly what it would in a whole-image pass.
   pads = [(h, h + n * c - s) for s, n, c in zip(spatial, counts, cores)] + [(0, 0)]

@@ -74,6 +74,28 @@ def test_tta_averages_eight_transforms(workdir_2d, shape, tile, slices, batched)
   assert (inference.predict_normalized(pred, x, tile, tta=True) is not None) == batched
 
 
+def test_tta_one_after_the_other_where_one_call_of_eight_computes_more(workdir_2d,
+                                                                      monkeypatch):
+  pred = predict.load_predictor(workdir_2d)
+  core = 8 * pred.divisor
+  tile = core + 2 * pred.halo
+  # room for one whole tile per call: the 8 symmetries of a call would need 4 smaller tiles
+  monkeypatch.setattr(inference, "MAX_VOXELS_PER_CALL", tile * tile)
+  image = noisy_stack(7, (core, core, 3))
+  assert inference.predict_normalized(pred, np.zeros(image.shape, np.float32), tile,
+                                      tta=True) is None
+  with_tta = predict.predict_image(pred, image, tile=tile, tta=True)
+  manual = np.mean([symmetry.invert(predict.predict_image(
+      pred, np.ascontiguousarray(symmetry.apply(image, k)), tile=tile), k) for k in range(8)],
+      axis=0)
+  np.testing.assert_allclose(with_tta, manual, rtol=1e-5, atol=1e-4)
+  # the same image in calls of 8 symmetries, with the budget they would share
+  monkeypatch.setattr(inference, "MAX_VOXELS_PER_CALL", 8 * tile * tile)
+  x = pred.normalize.image(image)
+  batched = inference.predict_normalized(pred, x, tile, tta=True)
+  np.testing.assert_allclose(pred.normalize.inverse(batched), with_tta, rtol=1e-5, atol=1e-4)
+
+
 def test_predict_file_keeps_shape_axes_metadata(workdir_2d, tmp_path):
   data = noisy_stack(6, (2, 3, 40, 50), np.uint16)
   src = tmp_path / "in.tif"

@@ -3,7 +3,9 @@
     .venv/bin/python experiments/benchmark/weight_grad.py
 
 Prints ms and GFLOP/s of: XLA's own gradient (jax.vjp of lax.conv), im2col + one einsum in
-XLA, 9 shifted matmuls on flat views in XLA (the custom-VJP candidate) and in NumPy
+XLA, the 9 taps as split-K batched dots in XLA (the batch*space contraction cut into P
+blocks, summed; P = batch, i.e. one block per image), 9 shifted matmuls on flat views in XLA
+(the custom-VJP candidate) and in NumPy
 (OpenBLAS), the NumPy one through jax.pure_callback, and (batch 16) XLA and the XLA flat
 shifts on 8 batch slices of 2 (what model.batch_chunks=8 does). Run it idle.
 """
@@ -38,6 +40,13 @@ def xla_flat_wgrad(x, dy):
   taps = [lax.dot_general(lax.slice_in_dim(xp,o,o+N), dyp, (((0,),(0,)),((),())))
           for o in (ky*Wp+kx for ky in range(3) for kx in range(3))]
   return jnp.stack(taps).reshape(3,3,Ci,-1)
+def splitk_wgrad(x, dy):
+  # each tap as a batched dot over P = b blocks of H*W rows, then summed over the blocks
+  b,H,W,Ci = x.shape; Co = dy.shape[-1]
+  xp = jnp.pad(x,((0,0),(1,1),(1,1),(0,0))); dyb = dy.reshape(b,-1,Co)
+  taps = [jnp.einsum('pnc,pno->co', xp[:,ky:ky+H,kx:kx+W].reshape(b,-1,Ci), dyb)
+          for ky in range(3) for kx in range(3)]
+  return jnp.stack(taps).reshape(3,3,Ci,Co)
 def main(b, H, Ci, Co):
   k = jax.random.key(0)
   x = jax.random.normal(k,(b,H,H,Ci)); w = jax.random.normal(k,(3,3,Ci,Co))*0.1
@@ -52,6 +61,8 @@ def main(b, H, Ci, Co):
     return jnp.einsum('bhwk,bhwo->ko',cols,dy).reshape(3,3,Ci,Co)
   f = jax.jit(im2col); np.testing.assert_allclose(f(x,dy),ref,rtol=1e-3,atol=1e-2)
   t = med(f,x,dy); print(f"   xla im2col {t*1e3:.2f} ms {flop/t/1e9:.0f}")
+  f = jax.jit(splitk_wgrad); np.testing.assert_allclose(f(x,dy),ref,rtol=1e-3,atol=2e-2)
+  t = med(f,x,dy); print(f"   xla split-K taps {t*1e3:.2f} ms {flop/t/1e9:.0f}")
   f = jax.jit(xla_flat_wgrad); np.testing.assert_allclose(f(x,dy),ref,rtol=1e-3,atol=2e-2)
   t = med(f,x,dy); print(f"   xla flat-shift {t*1e3:.2f} ms {flop/t/1e9:.0f}")
   xn, dyn = np.asarray(x), np.asarray(dy)
