@@ -3,7 +3,6 @@
 import json
 
 import jax
-from jax.experimental.compilation_cache import compilation_cache
 import numpy as np
 import pytest
 
@@ -22,25 +21,11 @@ def _configs(**overrides):
                          **overrides}) for s, lr in POINTS]
 
 
-@pytest.fixture
-def compile_cache(tmp_path):
-  """Persistent compilation cache for this test: the separate runs share compiled steps."""
-  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-           "jax_persistent_cache_min_entry_size_bytes")
-  old = {n: jax.config.values[n] for n in names}
-  for n, v in zip(names, (str(tmp_path / "jax_cache"), 0.0, 0)):
-    jax.config.update(n, v)
-  yield
-  for n, v in old.items():
-    jax.config.update(n, v)
-  compilation_cache.reset_cache()  # later tests in this process compile as usual
-
-
 def _leaves(workdir):
   return [np.asarray(x) for x in jax.tree.leaves(predict.load_predictor(str(workdir)).variables)]
 
 
-def test_vmapped_models_equal_separate_runs(tmp_path, compile_cache):
+def test_vmapped_models_equal_separate_runs(tmp_path):
   configs = _configs()
   dirs = [tmp_path / f"m{i}" for i in range(len(configs))]
   summaries = multi.train_many(configs, [str(d) for d in dirs], mode="vmap")
@@ -75,7 +60,7 @@ def test_vmapped_models_equal_separate_runs(tmp_path, compile_cache):
   assert not np.allclose(_leaves(dirs[0])[0], _leaves(dirs[2])[0])
 
 
-def test_models_with_other_masking_equal_separate_runs(tmp_path, compile_cache):
+def test_models_with_other_masking_equal_separate_runs(tmp_path):
   # perc_pix sets the static number of blind spots: each model masks with its own settings.
   masks = [(1.5, "uniform_withoutCP", 0), (10.0, "median", 1), (5.0, "uniform_withCP", 0)]
   configs = [tiny_config(**{"seed": seed, "mask.perc_pix": perc, "mask.strategy": strategy,
