@@ -172,10 +172,43 @@ def slice_count(chunks: int, min_slice_voxels: int, shape: tuple[int, ...]) -> i
   return max(d for d in range(1, g + 1) if g % d == 0 and d <= limit)
 
 
-def chunked_conv(conv: nn.Module, x: jax.Array, k: int) -> jax.Array:
+def chunked_conv(conv: nn.Module, x: jax.Array | list[jax.Array], k: int) -> jax.Array:
+  """conv(x) on k slices of the batch; x may be a list of arrays (SkipConv's inputs)."""
   if k <= 1:
     return conv(x)
+  if isinstance(x, list):
+    return jnp.concatenate([conv(list(parts)) for parts in zip(*(jnp.split(a, k) for a in x))])
   return jnp.concatenate([conv(part) for part in jnp.split(x, k)], axis=0)
+
+
+class SkipConv(nn.Module):
+  """The decoder's first conv, on [skip, up-sampled] given apart: the sum of one conv per
+  part (each with its slice of the kernel's input features), never their concatenation.
+  Parameters (names, shapes, initial values) and value are nn.Conv's on the concatenation,
+  up to float rounding. XLA:CPU copies a channel concatenation slowly (at 568 x 568 x 64
+  a fifth of the decoder conv's own time) and the separate convs cost no more than the
+  joint one: the prediction network ran ~1.2x faster on 2 cores, training no slower
+  (experiments/benchmark/README.md, 2026-12-07)."""
+
+  features: int
+  kernel_size: tuple[int, ...]
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, parts: list[jax.Array]) -> jax.Array:
+    nd = parts[0].ndim - 2
+    widths = [p.shape[-1] for p in parts]
+    kernel = self.param("kernel", nn.initializers.he_normal(),
+                        (*self.kernel_size, sum(widths), self.features), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+    spec = ("NHWC", "HWIO", "NHWC") if nd == 2 else ("NDHWC", "DHWIO", "NDHWC")
+    out, start = None, 0
+    for part, width in zip(parts, widths):
+      k = jax.lax.slice_in_dim(kernel, start, start + width, axis=nd).astype(self.dtype)
+      y = jax.lax.conv_general_dilated(part.astype(self.dtype), k, (1,) * nd, "SAME",
+                                       dimension_numbers=spec)
+      out, start = y if out is None else out + y, start + width
+    return out + bias.astype(self.dtype)
 
 
 def apply_model(model: "UNet", variables: Any, x: jax.Array, **kwargs) -> jax.Array:
@@ -241,11 +274,14 @@ class UNet(nn.Module):
              train: bool, slices: int):
     # He init suits ReLU (fan-in is per group for grouped convs); BatchNorm momentum 0.9
     # (PyTorch/CAREamics default) so running stats settle within short N2V trainings.
-    nd = x.ndim - 2
+    nd = (x[0] if isinstance(x, list) else x).ndim - 2
     for i in range(2):
-      conv = nn.Conv(features[i] * groups, (self.kernel_size,) * nd, padding="SAME",
-                     feature_group_count=groups, dtype=self.dtype, param_dtype=jnp.float32,
-                     kernel_init=nn.initializers.he_normal(), name=f"{name}_conv{i}")
+      if isinstance(x, list):  # [skip, up-sampled]: see SkipConv
+        conv = SkipConv(features[i], (self.kernel_size,) * nd, self.dtype, name=f"{name}_conv{i}")
+      else:
+        conv = nn.Conv(features[i] * groups, (self.kernel_size,) * nd, padding="SAME",
+                       feature_group_count=groups, dtype=self.dtype, param_dtype=jnp.float32,
+                       kernel_init=nn.initializers.he_normal(), name=f"{name}_conv{i}")
       x = chunked_conv(conv, x, slices)
       if self.batch_norm:
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
@@ -299,7 +335,11 @@ class UNet(nn.Module):
                     train, slices)
     for level in reversed(range(self.depth)):
       h = _upsample_bilinear(h) if self.upsampling == "bilinear" else _upsample_nearest(h)
-      if not (self.n2v2 and level == 0):  # N2V2 drops the top-level skip only
+      if self.n2v2 and level == 0:  # N2V2 drops the top-level skip only
+        pass
+      elif groups == 1:
+        h = [skips[level], h]  # convolved apart, not concatenated: SkipConv
+      else:
         h = _concat_groups(skips[level], h, groups)
       h = self._block(h, (self.features * 2**level, half(level)), groups, f"dec{level}",
                       train, slices)
