@@ -5,7 +5,8 @@ Architecture (CSBDeep / CAREamics style):
     features * 2**l features, then 2x down-sampling: max-pool 2^n (or MaxBlurPool for N2V2);
   bottom (level depth): convs with features * 2**depth, then features * 2**(depth-1);
   decoder level l (depth-1..0): up-sampling x2, concatenation with the encoder skip of
-    level l (N2V2: no skip at level 0), convs with features * 2**l, then 2**max(l-1, 0);
+    level l (N2V2: no skip at level 0; computed as SkipConv, without the copy), convs
+    with features * 2**l, then 2**max(l-1, 0);
   final 1^n conv to out_channels, linear; optionally + input (residual, in float32).
 Each block's second conv halves the features on the way up, as in CSBDeep's `unet_block`
 (the original N2V) and CAREamics' UNet: depth 2 with 32 features has 333,729 parameters
@@ -252,6 +253,12 @@ def _concat_groups(a: jax.Array, b: jax.Array, groups: int) -> jax.Array:
   return jnp.concatenate([a, b], axis=-1).reshape(*lead, -1)
 
 
+def _decoder_input(skip: jax.Array, up: jax.Array, groups: int) -> jax.Array | list[jax.Array]:
+  """[skip, up], which the block's first conv (SkipConv) convolves apart; with grouped
+  convs (independent channels) their per-group concatenation."""
+  return [skip, up] if groups == 1 else _concat_groups(skip, up, groups)
+
+
 class UNet(nn.Module):
   """U-Net on (B, *spatial, C_in) channels-last input; returns (B, *spatial, out_channels)
   float32. `ndim=None` infers 2D/3D from the input rank."""
@@ -335,12 +342,8 @@ class UNet(nn.Module):
                     train, slices)
     for level in reversed(range(self.depth)):
       h = _upsample_bilinear(h) if self.upsampling == "bilinear" else _upsample_nearest(h)
-      if self.n2v2 and level == 0:  # N2V2 drops the top-level skip only
-        pass
-      elif groups == 1:
-        h = [skips[level], h]  # convolved apart, not concatenated: SkipConv
-      else:
-        h = _concat_groups(skips[level], h, groups)
+      if not (self.n2v2 and level == 0):  # N2V2 drops the top-level skip only
+        h = _decoder_input(skips[level], h, groups)
       h = self._block(h, (self.features * 2**level, half(level)), groups, f"dec{level}",
                       train, slices)
     out = nn.Conv(self.out_channels, (1,) * nd, feature_group_count=groups,

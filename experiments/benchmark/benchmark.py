@@ -40,7 +40,8 @@ def ablate(names: str) -> None:
   """Switch off one of the library's speed tricks (A/B only; same results up to rounding):
   slice_pool (max-pool / MaxBlurPool as slices -> flax's reduce_window and a depthwise
   convolution), slice_upsample (bilinear as shifted copies -> jax.image.resize),
-  fold_bn (batch norm folded into the convolutions for prediction -> kept)."""
+  fold_bn (batch norm folded into the convolutions for prediction -> kept),
+  skip_conv (the decoder's first conv on [skip, up-sampled] apart -> on their concatenation)."""
   import flax.linen as nn
   import jax
   import jax.numpy as jnp
@@ -67,6 +68,8 @@ def ablate(names: str) -> None:
           x, (x.shape[0], *(2 * s for s in x.shape[1:-1]), x.shape[-1]), "bilinear")
     elif name == "fold_bn":
       inference.Predictor._inference = property(lambda self: (self.model, self.variables))
+    elif name == "skip_conv":
+      models._decoder_input = models._concat_groups
     else:
       raise SystemExit(f"--ablate: unknown trick {name!r}")
 
@@ -216,7 +219,7 @@ def add_network_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("--batch-chunks", type=int, default=0,
                  help="model.batch_chunks: 0 = auto (up to 8 on CPU; the default), 1 = off")
   p.add_argument("--ablate", default="",
-                 help="comma-separated tricks to switch off: slice_pool, slice_upsample, fold_bn")
+                 help="comma-separated tricks to switch off: slice_pool, slice_upsample, fold_bn, skip_conv")
 
 
 def main() -> None:
