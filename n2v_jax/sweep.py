@@ -40,11 +40,6 @@ METRICS = (("psnr_denoised", "PSNR denoised (dB)"), ("psnr_noisy", "PSNR noisy (
            ("val_loss", "final val loss"), ("train_loss", "final train loss"))
 
 
-def load_study(path: str) -> tuple[ml_collections.ConfigDict, list[dict]]:
-  config, points, _ = _load(path)
-  return config, points
-
-
 def _load(path: str):
   if not os.path.isfile(path):
     raise FileNotFoundError(f"--config {path}: no such file")
