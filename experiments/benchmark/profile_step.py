@@ -68,12 +68,14 @@ def categorize(opcode: str, rtype: str, ops: list, fused: list, kernel_shapes: s
   text = " ".join(ops)
   all_ops = {opcode, *fused}
   if "convolution" in all_ops or "conv_general_dilated" in text and opcode == "custom-call":
-    if "transpose(" not in text:
-      return "conv fwd"
     dims = re.findall(r"\[([\d,]*)\]", rtype)
-    # XLA writes the weight gradient in a permuted kernel layout, e.g. (Cin, 3, 3, Cout)
+    # XLA writes the weight gradient in a permuted kernel layout, e.g. (Cin, 3, 3, Cout);
+    # judged by that shape first, since some of its fusions carry no op_name metadata
+    # (until 2026-12-07 those were counted as forward convolutions)
     if dims and tuple(sorted(int(d) for d in dims[0].split(",") if d)) in kernel_shapes:
       return "conv weight grad"
+    if "transpose(" not in text:
+      return "conv fwd"
     return "conv input grad"
   if "transpose" in all_ops:  # layout changes (activations to channel-major for the
     return "transposes and copies"  # weight gradient), often with elementwise work fused in
