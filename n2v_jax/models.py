@@ -186,10 +186,10 @@ class SkipConv(nn.Module):
   """The decoder's first conv, on [skip, up-sampled] given apart: the sum of one conv per
   part (each with its slice of the kernel's input features), never their concatenation.
   Parameters (names, shapes, initial values) and value are nn.Conv's on the concatenation,
-  up to float rounding. XLA:CPU copies a channel concatenation slowly (at 568 x 568 x 64
-  a fifth of the decoder conv's own time) and the separate convs cost no more than the
-  joint one: the prediction network ran ~1.2x faster on 2 cores, training no slower
-  (experiments/benchmark/README.md, 2026-12-07)."""
+  up to float rounding. XLA:CPU copies a channel concatenation slowly (at 568 x 568 x 64:
+  28 ms, over half the decoder conv's own 51 ms) and the separate convs cost no more than
+  the joint one: a 1024 x 1024 image was predicted 1.12-1.18x faster on 2 cores, training
+  no slower (experiments/benchmark/README.md, 2026-12-07)."""
 
   features: int
   kernel_size: tuple[int, ...]

@@ -219,7 +219,8 @@ def add_network_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("--batch-chunks", type=int, default=0,
                  help="model.batch_chunks: 0 = auto (up to 8 on CPU; the default), 1 = off")
   p.add_argument("--ablate", default="",
-                 help="comma-separated tricks to switch off: slice_pool, slice_upsample, fold_bn, skip_conv")
+                 help="comma-separated tricks to switch off: slice_pool, slice_upsample, fold_bn, "
+                      "skip_conv")
 
 
 def main() -> None:
