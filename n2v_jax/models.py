@@ -5,7 +5,7 @@ Architecture (CSBDeep / CAREamics style):
     features * 2**l features, then 2x down-sampling: max-pool 2^n (or MaxBlurPool for N2V2);
   bottom (level depth): convs with features * 2**depth, then features * 2**(depth-1);
   decoder level l (depth-1..0): up-sampling x2, concatenation with the encoder skip of
-    level l (N2V2: no skip at level 0; computed as SkipConv, without the copy), convs
+    level l (N2V2: no skip at level 0; computed by Conv without the copy), convs
     with features * 2**l, then 2**max(l-1, 0);
   final 1^n conv to out_channels, linear; optionally + input (residual, in float32).
 Each block's second conv halves the features on the way up, as in CSBDeep's `unet_block`
@@ -174,7 +174,7 @@ def slice_count(chunks: int, min_slice_voxels: int, shape: tuple[int, ...]) -> i
 
 
 def chunked_conv(conv: nn.Module, x: jax.Array | list[jax.Array], k: int) -> jax.Array:
-  """conv(x) on k slices of the batch; x may be a list of arrays (SkipConv's inputs)."""
+  """conv(x) on k slices of the batch; x may be a list of arrays (Conv's parts)."""
   if k <= 1:
     return conv(x)
   if isinstance(x, list):
@@ -182,32 +182,51 @@ def chunked_conv(conv: nn.Module, x: jax.Array | list[jax.Array], k: int) -> jax
   return jnp.concatenate([conv(part) for part in jnp.split(x, k)], axis=0)
 
 
-class SkipConv(nn.Module):
-  """The decoder's first conv, on [skip, up-sampled] given apart: the sum of one conv per
-  part (each with its slice of the kernel's input features), never their concatenation.
-  Parameters (names, shapes, initial values) and value are nn.Conv's on the concatenation,
-  up to float rounding. XLA:CPU copies a channel concatenation slowly (at 568 x 568 x 64:
-  28 ms, over half the decoder conv's own 51 ms) and the separate convs cost no more than
-  the joint one: a 1024 x 1024 image was predicted 1.12-1.18x faster on 2 cores, training
-  no slower (experiments/benchmark/README.md, 2026-12-07)."""
+def conv_same(x: jax.Array, kernel: jax.Array, groups: int = 1) -> jax.Array:
+  """'SAME' convolution of x (B, *spatial, C) with an odd kernel (*k, C / groups, F).
+  3D is written as one 2D convolution per depth tap, summed: XLA:CPU runs its 2D
+  convolutions through YNNPACK but not its 3D ones (16x32x32x32 -> 32, 3x3x3: forward 40
+  against 150 GFLOP/s, forward + gradients 35 against 96; experiments/benchmark/README.md,
+  2026-12-07). Same value up to float rounding."""
+  if x.ndim == 4:
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", feature_group_count=groups,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  batch, depth, r = x.shape[0], x.shape[1], kernel.shape[0] // 2
+  padded = jnp.pad(x, [(0, 0), (r, r)] + [(0, 0)] * 3)
+  out = None
+  for dz in range(kernel.shape[0]):
+    plane = padded[:, dz:dz + depth].reshape(batch * depth, *x.shape[2:])
+    y = conv_same(plane, kernel[dz], groups)
+    out = y if out is None else out + y
+  return out.reshape(batch, depth, *out.shape[1:])
+
+
+class Conv(nn.Module):
+  """flax's nn.Conv ('SAME', He-normal kernel, zero bias: the same parameter names, shapes
+  and initial values) computed by conv_same, on one input or on several given apart: the
+  decoder's first conv takes [skip, up-sampled] and sums one conv per part, each with its
+  slice of the kernel's input features, instead of convolving their concatenation.
+  XLA:CPU copies a channel concatenation slowly (at 568 x 568 x 64: 28 ms, over half the
+  decoder conv's own 51 ms) and the separate convs cost no more than the joint one: a
+  1024 x 1024 image was predicted 1.12-1.18x faster on 2 cores, training no slower
+  (experiments/benchmark/README.md, 2026-12-07). Same value up to float rounding."""
 
   features: int
   kernel_size: tuple[int, ...]
+  groups: int = 1  # feature_group_count; with one input only
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, parts: list[jax.Array]) -> jax.Array:
-    nd = parts[0].ndim - 2
-    widths = [p.shape[-1] for p in parts]
+  def __call__(self, x: jax.Array | list[jax.Array]) -> jax.Array:
+    parts = x if isinstance(x, list) else [x]
+    widths = [p.shape[-1] // self.groups for p in parts]
     kernel = self.param("kernel", nn.initializers.he_normal(),
                         (*self.kernel_size, sum(widths), self.features), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
-    spec = ("NHWC", "HWIO", "NHWC") if nd == 2 else ("NDHWC", "DHWIO", "NDHWC")
     out, start = None, 0
     for part, width in zip(parts, widths):
-      k = jax.lax.slice_in_dim(kernel, start, start + width, axis=nd).astype(self.dtype)
-      y = jax.lax.conv_general_dilated(part.astype(self.dtype), k, (1,) * nd, "SAME",
-                                       dimension_numbers=spec)
+      k = jax.lax.slice_in_dim(kernel, start, start + width, axis=len(self.kernel_size))
+      y = conv_same(part.astype(self.dtype), k.astype(self.dtype), self.groups)
       out, start = y if out is None else out + y, start + width
     return out + bias.astype(self.dtype)
 
@@ -254,8 +273,8 @@ def _concat_groups(a: jax.Array, b: jax.Array, groups: int) -> jax.Array:
 
 
 def _decoder_input(skip: jax.Array, up: jax.Array, groups: int) -> jax.Array | list[jax.Array]:
-  """[skip, up], which the block's first conv (SkipConv) convolves apart; with grouped
-  convs (independent channels) their per-group concatenation."""
+  """[skip, up], which the block's first conv (Conv) convolves apart; with grouped convs
+  (independent channels) their per-group concatenation."""
   return [skip, up] if groups == 1 else _concat_groups(skip, up, groups)
 
 
@@ -283,12 +302,8 @@ class UNet(nn.Module):
     # (PyTorch/CAREamics default) so running stats settle within short N2V trainings.
     nd = (x[0] if isinstance(x, list) else x).ndim - 2
     for i in range(2):
-      if isinstance(x, list):  # [skip, up-sampled]: see SkipConv
-        conv = SkipConv(features[i], (self.kernel_size,) * nd, self.dtype, name=f"{name}_conv{i}")
-      else:
-        conv = nn.Conv(features[i] * groups, (self.kernel_size,) * nd, padding="SAME",
-                       feature_group_count=groups, dtype=self.dtype, param_dtype=jnp.float32,
-                       kernel_init=nn.initializers.he_normal(), name=f"{name}_conv{i}")
+      conv = Conv(features[i] * groups, (self.kernel_size,) * nd, groups, self.dtype,
+                  name=f"{name}_conv{i}")
       x = chunked_conv(conv, x, slices)
       if self.batch_norm:
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9,

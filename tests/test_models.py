@@ -451,21 +451,23 @@ def test_fold_batch_norm_keeps_the_output(ndim, independent):
   assert models.fold_batch_norm(folded_model, folded)[1] is folded  # nothing left to fold
 
 
-@pytest.mark.parametrize("ndim,slices", [(2, 1), (2, 2), (3, 1)])
-def test_skip_conv_equals_a_conv_of_the_concatenation(ndim, slices):
-  skip, up = _x((2,) + (6,) * ndim + (3,), seed=1), _x((2,) + (6,) * ndim + (5,), seed=2)
+@pytest.mark.parametrize("ndim,slices,groups", [(2, 1, 1), (2, 2, 1), (3, 1, 1), (3, 2, 1),
+                                                (2, 1, 2), (3, 1, 2)])
+def test_conv_equals_flax_conv_of_the_concatenation(ndim, slices, groups):
+  skip, up = _x((2,) + (6,) * ndim + (4,), seed=1), _x((2,) + (6,) * ndim + (6,), seed=2)
   joint = jnp.concatenate([skip, up], axis=-1)
-  conv = nn.Conv(4, (3,) * ndim, padding="SAME", kernel_init=nn.initializers.he_normal())
-  split = models.SkipConv(4, (3,) * ndim)
+  conv = nn.Conv(4, (3,) * ndim, padding="SAME", feature_group_count=groups,
+                 kernel_init=nn.initializers.he_normal())
+  ours = models.Conv(4, (3,) * ndim, groups)
+  parts = [skip, up] if groups == 1 else joint  # grouped convs take one input
   key = jax.random.key(3)
   want_vars = conv.init(key, joint)
-  got_vars = split.init(key, [skip, up])
   # The same parameters, drawn the same: workdirs and seeds give what they gave before.
-  jax.tree.map(np.testing.assert_array_equal, got_vars, want_vars)
+  jax.tree.map(np.testing.assert_array_equal, ours.init(key, parts), want_vars)
   want_vars = jax.tree.map(lambda a: a + 0.1, want_vars)  # a nonzero bias
   want = conv.apply(want_vars, joint)
-  got = models.chunked_conv(lambda parts: split.apply(want_vars, parts), [skip, up], slices)
+  got = models.chunked_conv(lambda p: ours.apply(want_vars, p), parts, slices)
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
-  half = models.SkipConv(4, (3,) * ndim, dtype=jnp.bfloat16).apply(want_vars, [skip, up])
+  half = models.Conv(4, (3,) * ndim, groups, jnp.bfloat16).apply(want_vars, parts)
   assert half.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(half, np.float32), np.asarray(want), rtol=0.05, atol=0.05)
