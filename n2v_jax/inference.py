@@ -96,7 +96,8 @@ def load_predictor(workdir: str, blend: bool | None = None) -> Predictor:
 
 
 # Voxels per model call (tiles x batch). Each 32-feature float32 activation of a call is
-# 128 x this many bytes and a few are alive at once: 2**21 keeps a call under ~1.5 GiB.
+# 128 x this many bytes and a few are alive at once: 2**21 keeps a call under ~1.5 GiB
+# in 2D; a 3D call, whose convs run per depth tap (models.conv_same), peaked at ~2.4 GiB.
 # Larger images are cut into more (smaller) tiles; the result is the same (tiling is exact).
 MAX_VOXELS_PER_CALL = 2**21
 # Largest tile edge by default (predict --tile, config.predict.tile): 1024 beat 512 by
