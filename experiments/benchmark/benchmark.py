@@ -41,7 +41,8 @@ def ablate(names: str) -> None:
   slice_pool (max-pool / MaxBlurPool as slices -> flax's reduce_window and a depthwise
   convolution), slice_upsample (bilinear as shifted copies -> jax.image.resize),
   fold_bn (batch norm folded into the convolutions for prediction -> kept),
-  skip_conv (the decoder's first conv on [skip, up-sampled] apart -> on their concatenation)."""
+  skip_conv (the decoder's first conv on [skip, up-sampled] apart -> on their concatenation),
+  conv3d (3D convolutions as one 2D convolution per depth tap -> XLA's 3D convolution)."""
   import flax.linen as nn
   import jax
   import jax.numpy as jnp
@@ -70,6 +71,15 @@ def ablate(names: str) -> None:
       inference.Predictor._inference = property(lambda self: (self.model, self.variables))
     elif name == "skip_conv":
       models._decoder_input = models._concat_groups
+    elif name == "conv3d":
+      conv_2d_per_tap = models.conv_same
+      def conv_same(x, kernel, groups=1):
+        if x.ndim == 4:
+          return conv_2d_per_tap(x, kernel, groups)
+        return jax.lax.conv_general_dilated(
+            x, kernel, (1, 1, 1), "SAME", feature_group_count=groups,
+            dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+      models.conv_same = conv_same
     else:
       raise SystemExit(f"--ablate: unknown trick {name!r}")
 
@@ -89,6 +99,9 @@ def _config(args, in_channels=1, ndim=2):
   config.opt.learning_rate = 4e-4
   config.data.patch_shape = (args.patch,) * ndim
   config.data.synthetic.shape = (512,) * ndim
+  if getattr(args, "patch_depth", 0) and ndim == 2:  # 3D training: Z x patch x patch
+    config.data.patch_shape = (args.patch_depth, args.patch, args.patch)
+    config.data.synthetic.shape = (2 * args.patch_depth, 2 * args.patch, 2 * args.patch)
   config.data.synthetic.channels = in_channels
   config.model.upsampling = args.upsampling
   config.model.batch_chunks = args.batch_chunks
@@ -220,7 +233,9 @@ def add_network_args(p: argparse.ArgumentParser) -> None:
                  help="model.batch_chunks: 0 = auto (up to 8 on CPU; the default), 1 = off")
   p.add_argument("--ablate", default="",
                  help="comma-separated tricks to switch off: slice_pool, slice_upsample, fold_bn, "
-                      "skip_conv")
+                      "skip_conv, conv3d")
+  p.add_argument("--patch-depth", type=int, default=0,
+                 help="training: 3D patches of this depth x patch x patch (0: 2D)")
 
 
 def main() -> None:
@@ -251,7 +266,8 @@ def main() -> None:
   common = [f"--patch={args.patch}", f"--depth={args.depth}", f"--features={args.features}",
             f"--dtype={args.dtype}", f"--warmup={args.warmup}",
             f"--cpu-devices={args.cpu_devices}", f"--upsampling={args.upsampling}",
-            f"--batch-chunks={args.batch_chunks}", f"--ablate={args.ablate}"]
+            f"--batch-chunks={args.batch_chunks}", f"--ablate={args.ablate}",
+            f"--patch-depth={args.patch_depth}"]
   if args.no_batch_norm:
     common.append("--no-batch-norm")
   if args.n2v2:
