@@ -185,9 +185,10 @@ def chunked_conv(conv: nn.Module, x: jax.Array | list[jax.Array], k: int) -> jax
 def conv_same(x: jax.Array, kernel: jax.Array, groups: int = 1) -> jax.Array:
   """'SAME' convolution of x (B, *spatial, C) with an odd kernel (*k, C / groups, F).
   3D is written as one 2D convolution per depth tap, summed: XLA:CPU runs its 2D
-  convolutions through YNNPACK but not its 3D ones (16x32x32x32 -> 32, 3x3x3: forward 40
-  against 150 GFLOP/s, forward + gradients 35 against 96; experiments/benchmark/README.md,
-  2026-12-07). Same value up to float rounding."""
+  convolutions through YNNPACK but not its 3D ones (3x3x3, 32 -> 32 features: forward at
+  1x32x128x128 40 against 150 GFLOP/s, forward + gradients at 4x16x32x32 35 against 96; 3D
+  training 2.6x, prediction 4x faster; experiments/benchmark/README.md, 2026-12-07). Same
+  value up to float rounding."""
   if x.ndim == 4:
     return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", feature_group_count=groups,
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
