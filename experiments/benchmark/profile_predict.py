@@ -7,7 +7,7 @@
 The network is `benchmark.py`'s (same switches), batch norm folded as `inference.Predictor`
 runs it; the tile of 568 is what the default plan uses for a 1024x1024 image. Prints the
 call's wall time, GFLOP/s (XLA's cost analysis), MPix/s of the tile, thunk time per
-opcode group and the slowest HLO instructions with their JAX op names.
+`profile_step.py` category and the slowest HLO instructions with their JAX op names.
 """
 
 import argparse
@@ -67,12 +67,9 @@ def main() -> None:
   for e in profile_step.trace_events(logdir):
     if e.get("ph") == "X" and e.get("name") in info:
       per_instr[e["name"]] += float(e.get("dur", 0.0)) / 1e3 / args.calls  # ms per call
-  groups = collections.Counter()
+  groups = collections.Counter()  # profile_step's categories (no gradients here)
   for name, ms in per_instr.items():
-    opcode, _, _, fused = info[name]
-    conv = "convolution" in {opcode, *fused} or name.startswith("ynn_fusion")
-    groups["convolutions" if conv else "concatenate" if opcode == "concatenate" else
-           "other fusions (bias + ReLU, up-sampling, pooling)"] += ms
+    groups[profile_step.categorize(*info[name], set())] += ms
   print(f"thunk time {sum(per_instr.values()):.1f} ms per call: " +
         ", ".join(f"{k} {v:.1f}" for k, v in groups.most_common()))
   for name, ms in per_instr.most_common(args.top):
