@@ -71,7 +71,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.n2v2 = False  # MaxBlurPool and no top skip connection (N2V2)
   config.model.independent_channels = False  # one sub-network per channel
   config.model.upsampling = "nearest"  # 'nearest' (CSBDeep/N2V) or 'bilinear' (CAREamics)
-  config.model.batch_chunks = 0  # speed only: convs on batch slices (0 = auto: up to 8 on CPU)
+  config.model.batch_chunks = 0  # speed only: convs on batch slices (0 = auto: up to 8-32 on CPU)
   config.model.dtype = "float32"  # 'bfloat16' for mixed precision on GPU/TPU
 
   # Optimizer (Adam) and learning-rate schedule.

@@ -43,7 +43,7 @@ from typing import Any, Callable
 import numpy as np
 import tifffile
 
-from n2v_jax import checkpoint, cluster, fields as fields_lib, inference, tiff_io
+from n2v_jax import cluster, fields as fields_lib, inference, tiff_io
 
 DTYPES = ("float32", "input")
 EXIT_SOME_FAILED = 2  # CLI exit status when some files of a folder failed (1: nothing ran)
@@ -319,7 +319,7 @@ def run_jobs(jobs: list[Job], failed: list[Result], run: Callable[[Job], Result]
     name = "n2v_batch_report.json" if n == 1 else f"n2v_batch_report_shard{i}of{n}.json"
     summary.report_path = os.path.join(output_dir, name)
     try:
-      checkpoint.write_json_atomic(summary.report_path, _report_dict(summary, report_info))
+      cluster.write_json_atomic(summary.report_path, _report_dict(summary, report_info))
       os.chmod(summary.report_path, 0o644)  # mkstemp made it 0600; others read the report
     except OSError:
       if stop is None:

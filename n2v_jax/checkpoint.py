@@ -14,9 +14,7 @@ import json
 import logging
 import os
 import re
-import stat
 import sys
-import tempfile
 import warnings
 import weakref
 import zlib
@@ -57,41 +55,6 @@ def read_model_json(workdir: str) -> dict:
   check_model_format(workdir, meta)
   model = config_lib.with_added_fields({"model": meta["model"]})["model"]
   return {**MODEL_ADDED_FIELDS, **meta, "model": model}
-
-
-def write_json_atomic(path: str, obj: Any) -> None:
-  _write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", public=False)
-
-
-def write_text_atomic(path: str, text: str) -> None:
-  """As write_json_atomic, with the permissions open() gives (or those of the old file)."""
-  _write_atomic(path, text, public=True)
-
-
-def _write_atomic(path: str, text: str, public: bool) -> None:
-  """path complete or untouched: a temp file renamed over it (removed if the write fails)."""
-  folder = os.path.dirname(os.path.abspath(path))
-  tmp = None
-  try:
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")  # mode 0600
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    if public:
-      umask = os.umask(0o022)
-      os.umask(umask)
-      os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode) if os.path.exists(path)
-               else 0o666 & ~umask)
-    os.replace(tmp, path)
-  except BaseException as e:
-    error = cluster.write_error(path, e)  # before removing tmp: it tells a full disk
-    if tmp is not None and os.path.exists(tmp):
-      os.remove(tmp)
-    if error is not e:
-      raise error from None
-    raise
 
 
 def append_line(path: str, line: str) -> None:

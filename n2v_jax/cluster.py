@@ -1,5 +1,6 @@
 """What runs on shared machines need: one writer per workdir, per-job claims on the
-outputs of a plate, and write errors (full disk, no permission) as one line naming the path.
+outputs of a plate, small files (JSON, logs) written atomically, and write errors (full
+disk, no permission) as one line naming the path.
 
 Locks are `fcntl.flock` locks: the kernel drops them when their process ends, however it
 ends (kill -9 included), so a killed run never blocks the next one. The lock file holds the
@@ -14,8 +15,11 @@ import functools
 import json
 import os
 import socket
+import stat
 import sys
+import tempfile
 import time
+from typing import Any
 
 try:
   import fcntl
@@ -60,6 +64,41 @@ def write_error(path: str, exc: BaseException) -> BaseException:
       return exc
     return WriteError(path, err=errno.ENOSPC)
   return WriteError(path, exc)
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+  _write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", public=False)
+
+
+def write_text_atomic(path: str, text: str) -> None:
+  """As write_json_atomic, with the permissions open() gives (or those of the old file)."""
+  _write_atomic(path, text, public=True)
+
+
+def _write_atomic(path: str, text: str, public: bool) -> None:
+  """path complete or untouched: a temp file renamed over it (removed if the write fails)."""
+  folder = os.path.dirname(os.path.abspath(path))
+  tmp = None
+  try:
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")  # mode 0600
+    with os.fdopen(fd, "w") as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    if public:
+      umask = os.umask(0o022)
+      os.umask(umask)
+      os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode) if os.path.exists(path)
+               else 0o666 & ~umask)
+    os.replace(tmp, path)
+  except BaseException as e:
+    error = write_error(path, e)  # before removing tmp: it tells a full disk
+    if tmp is not None and os.path.exists(tmp):
+      os.remove(tmp)
+    if error is not e:
+      raise error from None
+    raise
 
 
 def error_message(exc: BaseException) -> str:

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from n2v_jax import checkpoint, cluster, inference, metrics, tiff_io
+from n2v_jax import cluster, inference, metrics, tiff_io
 
 _EXTENSIONS = (".tif", ".tiff", ".png")
 
@@ -107,9 +107,9 @@ def evaluate(workdir: str, noisy_dir: str, clean_dir: str, output_dir: str | Non
     writer = csv.DictWriter(buf, fieldnames=["image", *columns])
     writer.writeheader()
     writer.writerows(rows)
-    checkpoint.write_text_atomic(os.path.join(output_dir, "per_image.csv"), buf.getvalue())
-    checkpoint.write_json_atomic(os.path.join(output_dir, "evaluation.json"),
-                                 {**summary, "per_image": rows})
+    cluster.write_text_atomic(os.path.join(output_dir, "per_image.csv"), buf.getvalue())
+    cluster.write_json_atomic(os.path.join(output_dir, "evaluation.json"),
+                              {**summary, "per_image": rows})
   if keep_predictions:
     summary["predictions"] = predictions
   summary["per_image"] = rows

@@ -140,10 +140,14 @@ def _upsample_bilinear(x: jax.Array) -> jax.Array:
 # 1.1-1.14x at batch 16 and 1 by 1.2-1.5x at batch 128; on the AMD EPYCs slices of fewer
 # than ~8 64x64 patches cost more than they buy: 2 slices beat 8 at batch 16 (median 1.04x
 # of 8 pairs; 1.35x once) and 2-4 beat 8 at batch 32, while 8 beat 2 at batch 128 (1.08x).
-# So auto is up to 8 slices, and on AMD CPUs each slice keeps at least
-# AUTO_MIN_SLICE_VOXELS (but there are at least 2 slices where the batch allows).
-AUTO_BATCH_CHUNKS_CPU = 8
-AUTO_MIN_SLICE_VOXELS = {"AuthenticAMD": 8 * 64 * 64}
+# On the Intel Xeon with AMX, slices of 4 patches beat 8 slices at batch 64 (16 slices,
+# 1.07-1.12x) and 128 (32 slices, 1.09-1.15x), while at batch 8-32 fewer than 8 slices tie
+# or lose; prediction ties. So auto asks for up to AUTO_SLICES[vendor] = (slices, minimum voxels per slice):
+# up to 8 slices of at least 8 patches on AMD, up to 32 of at least 4 patches elsewhere,
+# never fewer than a quarter of the slices asked (2 on AMD, 8 elsewhere) where the batch
+# allows (slice_count).
+AUTO_SLICES = {"AuthenticAMD": (8, 8 * 64 * 64)}
+AUTO_SLICES_OTHER = (32, 4 * 64 * 64)
 
 
 @functools.cache
@@ -165,11 +169,12 @@ BATCH_NORM_EPSILON = 1e-5
 def slice_count(chunks: int, min_slice_voxels: int, shape: tuple[int, ...]) -> int:
   """Slices for an input of `shape` (B, *spatial, C): gcd(chunks, B), or with a minimum
   the largest divisor of it whose slices keep min_slice_voxels spatial voxels each (but
-  never fewer than 2 slices where gcd(chunks, B) allows)."""
+  never fewer than max(2, chunks // 4) slices where gcd(chunks, B) allows)."""
   g = math.gcd(int(chunks), shape[0])
-  if not min_slice_voxels or g <= 2:
+  floor = max(2, int(chunks) // 4)
+  if not min_slice_voxels or g <= floor:
     return g
-  limit = max(2, shape[0] * math.prod(shape[1:-1]) // int(min_slice_voxels))
+  limit = max(floor, shape[0] * math.prod(shape[1:-1]) // int(min_slice_voxels))
   return max(d for d in range(1, g + 1) if g % d == 0 and d <= limit)
 
 
@@ -243,15 +248,14 @@ def apply_model(model: "UNet", variables: Any, x: jax.Array, **kwargs) -> jax.Ar
 
 def batch_chunks_of(model_cfg: Any) -> tuple[int, int]:
   """(slices, minimum voxels per slice) for model.batch_chunks: a positive count is used
-  as given; 0 = auto: on CPU AUTO_BATCH_CHUNKS_CPU with the CPU vendor's minimum, 1 on
-  accelerators."""
+  as given; 0 = auto: on CPU the CPU vendor's AUTO_SLICES, 1 on accelerators."""
   n = int(model_cfg.batch_chunks)
   if n < 0:
     raise ValueError(f"model.batch_chunks={n}: expected 0 (auto) or a positive count")
   if n == 0:
     if jax.default_backend() != "cpu":
       return 1, 0
-    return AUTO_BATCH_CHUNKS_CPU, AUTO_MIN_SLICE_VOXELS.get(cpu_vendor(), 0)
+    return AUTO_SLICES.get(cpu_vendor(), AUTO_SLICES_OTHER)
   return n, 0
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from n2v_jax import checkpoint, cluster, inference, metrics
+from n2v_jax import cluster, inference, metrics
 
 
 class Progress:
@@ -111,5 +111,5 @@ def final_evaluation(config: Any, workdir: str,
           f"{summary['psnr_denoised']:.2f} dB")
     before_after_figure(noisy[0][..., 0], denoised[0][..., 0], clean[0][..., 0],
                         os.path.join(workdir, "before_after.png"))
-  checkpoint.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
+  cluster.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
   return summary

@@ -70,9 +70,9 @@ def write_run_files(workdir: str, config: Any, dataset: data_lib.Dataset,
   """config.json (with where it ran) and model.json; only once data and config are good."""
   config_dict = config_lib.to_dict(config)
   config_dict["runtime"] = {"processes": jax.process_count(), "jax": jax.__version__, **runtime}
-  checkpoint.write_json_atomic(os.path.join(workdir, "config.json"), config_dict)
-  checkpoint.write_json_atomic(os.path.join(workdir, checkpoint.MODEL_JSON),
-                               model_metadata(config, dataset))
+  cluster.write_json_atomic(os.path.join(workdir, "config.json"), config_dict)
+  cluster.write_json_atomic(os.path.join(workdir, checkpoint.MODEL_JSON),
+                            model_metadata(config, dataset))
 
 
 def keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -99,7 +99,7 @@ def truncate_metrics(path: str, last_step: int) -> None:
     return
   with open(path) as f:
     lines = [l for l in f if l.strip().endswith("}") and json.loads(l)["step"] <= last_step]
-  checkpoint.write_text_atomic(path, "".join(lines))
+  cluster.write_text_atomic(path, "".join(lines))
 
 
 def preview_fn(model: Any, stacked: bool):

@@ -116,8 +116,7 @@ def vmap_groups(configs: list[ml_collections.ConfigDict], max_vmap: int) -> list
 
 
 def _write_point_json(point_dir: str, overrides: dict, group: list[str], seconds: float) -> None:
-  from n2v_jax import checkpoint
-  checkpoint.write_json_atomic(os.path.join(point_dir, "point.json"), {
+  cluster.write_json_atomic(os.path.join(point_dir, "point.json"), {
       "overrides": overrides, "trained_with": group, "group_wall_seconds": seconds})
 
 
@@ -171,8 +170,7 @@ def run_sweep(config_path: str, workdir: str, vmap: bool = True, max_vmap: int =
       path = os.path.join(d, "eval.json")
       if is_done(d) and not os.path.exists(path):
         log(f"evaluating {n}")
-        from n2v_jax import checkpoint
-        checkpoint.write_json_atomic(path, {k: float(v) for k, v in evaluate(d).items()})
+        cluster.write_json_atomic(path, {k: float(v) for k, v in evaluate(d).items()})
       if os.path.exists(path):
         extra += [k for k in json.load(open(path)) if k not in extra]
   rows = point_rows(points, names, dirs, base)

@@ -23,7 +23,6 @@ the blocks not listed.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -289,7 +288,7 @@ class BlockLog:
 
   def start(self, header: dict) -> None:
     """A new log with only the header (no block finished), replacing any old one."""
-    _write_atomic(self.path, json.dumps({"format": PROGRESS_FORMAT, **header}) + "\n")
+    cluster.write_text_atomic(self.path, json.dumps({"format": PROGRESS_FORMAT, **header}) + "\n")
 
   def add(self, index: int) -> None:
     try:
@@ -301,23 +300,6 @@ class BlockLog:
         os.close(fd)
     except OSError as e:
       raise cluster.write_error(self.path, e) from None
-
-
-def _write_atomic(path: str, text: str) -> None:
-  tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-  try:
-    with open(tmp, "w") as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException as e:
-    error = cluster.write_error(path, e)
-    with contextlib.suppress(OSError):
-      os.unlink(tmp)
-    if error is not e:
-      raise error from None
-    raise
 
 
 # ----------------------------------------------------------------------------- writing

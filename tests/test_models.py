@@ -348,18 +348,19 @@ def test_bad_input_rank_and_kernel_raise():
     _init(UNet(kernel_size=4, features=4), jnp.zeros((1, 16, 16, 1)))
 
 
-@pytest.mark.parametrize("vendor,minimum", [("AuthenticAMD", 8 * 64 * 64), ("GenuineIntel", 0),
-                                            ("", 0)])
-def test_auto_batch_chunks_follow_the_cpu_vendor(monkeypatch, vendor, minimum):
-  # 0 = auto: 8 slices, with the measured minimum slice size of the CPU vendor; an explicit
+@pytest.mark.parametrize("vendor,slices,minimum", [("AuthenticAMD", 8, 8 * 64 * 64),
+                                                   ("GenuineIntel", 32, 4 * 64 * 64),
+                                                   ("", 32, 4 * 64 * 64)])
+def test_auto_batch_chunks_follow_the_cpu_vendor(monkeypatch, vendor, slices, minimum):
+  # 0 = auto: the slices and minimum slice size measured for the CPU vendor; an explicit
   # count is kept as given.
   monkeypatch.setattr(models, "cpu_vendor", lambda: vendor)
-  assert models.batch_chunks_of(_cfg(batch_chunks=0)) == (8, minimum)
+  assert models.batch_chunks_of(_cfg(batch_chunks=0)) == (slices, minimum)
   assert models.batch_chunks_of(_cfg(batch_chunks=3)) == (3, 0)
   with pytest.raises(ValueError, match="batch_chunks=-1"):
     models.batch_chunks_of(_cfg(batch_chunks=-1))
   model = make_model(_cfg(batch_chunks=0), 1)
-  assert (model.batch_chunks, model.min_slice_voxels) == (8, minimum)
+  assert (model.batch_chunks, model.min_slice_voxels) == (slices, minimum)
 
 
 def test_slice_count():
@@ -370,6 +371,12 @@ def test_slice_count():
   assert models.slice_count(8, amd, (12, 64, 64, 1)) == 2  # a divisor of the batch
   assert models.slice_count(8, amd, (16, 16, 64, 64, 1)) == 8  # 3D patches are large
   assert models.slice_count(8, amd, (8, 568, 568, 1)) == 8  # prediction tiles (TTA)
+  # elsewhere: slices of >= 4 patches, but at least 8 (a quarter of the 32 asked)
+  intel = 4 * 64 * 64
+  assert [models.slice_count(32, intel, (b, 64, 64, 1))
+          for b in (1, 4, 8, 12, 16, 32, 64, 128, 256)] == [1, 4, 8, 4, 8, 8, 16, 32, 32]
+  assert models.slice_count(32, intel, (4, 16, 64, 64, 1)) == 4  # 3D patches are large
+  assert models.slice_count(32, intel, (32, 312, 312, 1)) == 32  # prediction tiles
   # no minimum: gcd(chunks, batch), as before
   assert [models.slice_count(8, 0, (b, 64, 64, 1)) for b in (1, 4, 12, 16, 128)] \
       == [1, 4, 4, 8, 8]

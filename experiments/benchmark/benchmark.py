@@ -230,7 +230,7 @@ def add_network_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("--cpu-devices", type=int, default=1,
                  help="train.cpu_devices: 1 = off (the default), 0 = auto (n2v_jax/runtime.py)")
   p.add_argument("--batch-chunks", type=int, default=0,
-                 help="model.batch_chunks: 0 = auto (up to 8 on CPU; the default), 1 = off")
+                 help="model.batch_chunks: 0 = auto (up to 8 on AMD, 32 on other CPUs; the default), 1 = off")
   p.add_argument("--ablate", default="",
                  help="comma-separated tricks to switch off: slice_pool, slice_upsample, fold_bn, "
                       "skip_conv, conv3d")

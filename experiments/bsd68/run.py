@@ -77,7 +77,7 @@ def main(argv) -> None:
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.WARNING)
   from configs import bsd68_n2v
-  from n2v_jax import checkpoint, evaluate, train
+  from n2v_jax import checkpoint, cluster, evaluate, train
   config = _CONFIG.value
   data = bsd68_n2v.bsd68_dir()
   noisy_dir, clean_dir = (os.path.join(data, "test_noisy_sigma25"), os.path.join(data, "test_clean"))
@@ -97,7 +97,7 @@ def main(argv) -> None:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   timing["train_seconds"] += time.perf_counter() - t0  # includes compilation, excludes scoring
-  checkpoint.write_json_atomic(timing_path, timing)
+  cluster.write_json_atomic(timing_path, timing)
 
   t0 = time.perf_counter()
   blend = bool(config.predict.blend)  # then scored both ways: the network alone, and blended
@@ -127,7 +127,7 @@ def main(argv) -> None:
     summary.update({"psnr_blend": m["plain_blend_psnr"], "psnr_blend_std": s["plain_blend_psnr"],
                     "psnr_tta_blend": m["tta_blend_psnr"], "psnr_tta_blend_std": s["tta_blend_psnr"],
                     "ssim_blend": m["plain_blend_ssim"], "ssim_tta_blend": m["tta_blend_ssim"]})
-  checkpoint.write_json_atomic(os.path.join(results, "results.json"), summary)
+  cluster.write_json_atomic(os.path.join(results, "results.json"), summary)
   label = {"n2v": "N2V", "n2n": "Noise2Noise", "care": "CARE"}[config.algorithm]
   md = [f"# BSD68 sigma 25: `{name}`", "",
         f"Steps {summary['steps']} x batch {summary['batch_size']}; training wall time "
