@@ -142,10 +142,10 @@ def _upsample_bilinear(x: jax.Array) -> jax.Array:
 # of 8 pairs; 1.35x once) and 2-4 beat 8 at batch 32, while 8 beat 2 at batch 128 (1.08x).
 # On the Intel Xeon with AMX, slices of 4 patches beat 8 slices at batch 64 (16 slices,
 # 1.07-1.12x) and 128 (32 slices, 1.09-1.15x), while at batch 8-32 fewer than 8 slices tie
-# or lose; prediction ties. So auto asks for up to AUTO_SLICES[vendor] = (slices, minimum voxels per slice):
-# up to 8 slices of at least 8 patches on AMD, up to 32 of at least 4 patches elsewhere,
-# never fewer than a quarter of the slices asked (2 on AMD, 8 elsewhere) where the batch
-# allows (slice_count).
+# or lose; prediction ties. So auto asks for AUTO_SLICES[vendor] = (slices, minimum voxels
+# per slice): up to 8 slices of at least 8 patches on AMD, up to 32 of at least 4 patches
+# elsewhere, never fewer than a quarter of the slices asked (2 on AMD, 8 elsewhere) where
+# the batch allows (slice_count).
 AUTO_SLICES = {"AuthenticAMD": (8, 8 * 64 * 64)}
 AUTO_SLICES_OTHER = (32, 4 * 64 * 64)
 

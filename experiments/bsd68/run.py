@@ -9,7 +9,6 @@ the clean-range PSNR and SSIM are reported beside it. Rerunning resumes training
 re-scores.
 """
 
-import json
 import os
 import platform
 import subprocess
