@@ -320,7 +320,6 @@ def run_jobs(jobs: list[Job], failed: list[Result], run: Callable[[Job], Result]
     summary.report_path = os.path.join(output_dir, name)
     try:
       cluster.write_json_atomic(summary.report_path, _report_dict(summary, report_info))
-      os.chmod(summary.report_path, 0o644)  # mkstemp made it 0600; others read the report
     except OSError:
       if stop is None:
         raise

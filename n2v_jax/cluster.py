@@ -1,6 +1,6 @@
 """What runs on shared machines need: one writer per workdir, per-job claims on the
-outputs of a plate, small files (JSON, logs) written atomically, and write errors (full
-disk, no permission) as one line naming the path.
+outputs of a plate, every output written atomically (`atomic_output`: TIFFs, JSON, CSV,
+figures, packages), and write errors (full disk, no permission) as one line naming the path.
 
 Locks are `fcntl.flock` locks: the kernel drops them when their process ends, however it
 ends (kill -9 included), so a killed run never blocks the next one. The lock file holds the
@@ -10,8 +10,10 @@ No JAX here.
 
 import contextlib
 import contextvars
+import csv
 import errno
 import functools
+import io
 import json
 import os
 import socket
@@ -67,31 +69,61 @@ def write_error(path: str, exc: BaseException) -> BaseException:
 
 
 def write_json_atomic(path: str, obj: Any) -> None:
-  _write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", public=False)
+  write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def write_text_atomic(path: str, text: str) -> None:
-  """As write_json_atomic, with the permissions open() gives (or those of the old file)."""
-  _write_atomic(path, text, public=True)
+  with atomic_output(path) as tmp, open(tmp, "w") as f:
+    f.write(text)
 
 
-def _write_atomic(path: str, text: str, public: bool) -> None:
-  """path complete or untouched: a temp file renamed over it (removed if the write fails)."""
+def write_csv_atomic(path: str, columns: list[str], rows: list[dict]) -> None:
+  text = io.StringIO()
+  writer = csv.DictWriter(text, columns)
+  writer.writeheader()
+  writer.writerows(rows)
+  write_text_atomic(path, text.getvalue())
+
+
+def refuse_existing(path: str, overwrite: bool) -> None:
+  """FileExistsError unless `path` is new or `overwrite` says to replace it."""
+  if os.path.lexists(path) and not overwrite:
+    raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+
+
+@contextlib.contextmanager
+def atomic_output(path: str, overwrite: bool = True):
+  """Yields a temporary path beside `path` to write; afterwards it is synced and renamed
+  into place, so `path` is complete or untouched, never partial. overwrite=False: never
+  replaces a file that appeared meanwhile. The result has the permissions open() gives (or
+  those of the file it replaces); if anything fails the temporary file is removed and a
+  write error names `path`."""
   folder = os.path.dirname(os.path.abspath(path))
   tmp = None
   try:
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")  # mode 0600
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-      f.flush()
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    os.close(fd)  # reopened by name: some writers want a path or a named file
+    yield tmp
+    with open(tmp, "rb+") as f:
       os.fsync(f.fileno())
-    if public:
-      umask = os.umask(0o022)
-      os.umask(umask)
-      os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode) if os.path.exists(path)
-               else 0o666 & ~umask)
-    os.replace(tmp, path)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode) if os.path.exists(path)
+             else 0o666 & ~umask)  # mkstemp made it 0600
+    if overwrite:
+      os.replace(tmp, path)
+    else:
+      try:  # link fails if `path` appeared meanwhile: never clobber without overwrite
+        os.link(tmp, path)
+      except FileExistsError:
+        raise FileExistsError(f"{path} exists; pass --overwrite to replace it") from None
+      except OSError:  # a file system without hard links
+        refuse_existing(path, overwrite)
+        os.replace(tmp, path)
+      else:
+        os.unlink(tmp)
+    tmp = None
   except BaseException as e:
     error = write_error(path, e)  # before removing tmp: it tells a full disk
     if tmp is not None and os.path.exists(tmp):
@@ -99,6 +131,12 @@ def _write_atomic(path: str, text: str, public: bool) -> None:
     if error is not e:
       raise error from None
     raise
+  with contextlib.suppress(OSError):  # make the rename itself durable; not possible everywhere
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+      os.fsync(dir_fd)
+    finally:
+      os.close(dir_fd)
 
 
 def error_message(exc: BaseException) -> str:

@@ -9,8 +9,6 @@ a fixed data range (the N2V BSD68 convention: 255, float prediction, no clipping
 rounding, mean of per-image values) and the clean image's own max - min.
 """
 
-import csv
-import io
 import os
 import sys
 import time
@@ -64,10 +62,8 @@ def evaluate(workdir: str, noisy_dir: str, clean_dir: str, output_dir: str | Non
   """Per-image and mean scores; writes per_image.csv and evaluation.json into output_dir.
   Columns per mode: plain_*, tta_* and, with the blend, plain_blend_*, tta_blend_*;
   blend_modes None: as the model was trained (config.predict.blend)."""
-  if output_dir and not overwrite:
-    for name in ("per_image.csv", "evaluation.json"):
-      if os.path.exists(os.path.join(output_dir, name)):
-        raise FileExistsError(f"{os.path.join(output_dir, name)} exists; pass --overwrite")
+  for name in ("per_image.csv", "evaluation.json") if output_dir else ():
+    cluster.refuse_existing(os.path.join(output_dir, name), overwrite)
   pairs = pair_files(noisy_dir, clean_dir)
   pred = inference.load_predictor(workdir)
   blend_modes = (pred.blend,) if blend_modes is None else tuple(blend_modes)
@@ -103,11 +99,7 @@ def evaluate(workdir: str, noisy_dir: str, clean_dir: str, output_dir: str | Non
              "predict_seconds": {("tta" if k else "plain"): v for k, v in seconds.items()}}
   if output_dir:
     os.makedirs(output_dir, exist_ok=True)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["image", *columns])
-    writer.writeheader()
-    writer.writerows(rows)
-    cluster.write_text_atomic(os.path.join(output_dir, "per_image.csv"), buf.getvalue())
+    cluster.write_csv_atomic(os.path.join(output_dir, "per_image.csv"), ["image", *columns], rows)
     cluster.write_json_atomic(os.path.join(output_dir, "evaluation.json"),
                               {**summary, "per_image": rows})
   if keep_predictions:

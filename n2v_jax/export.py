@@ -27,7 +27,7 @@ import ml_collections
 import numpy as np
 import tifffile
 
-from n2v_jax import checkpoint, config_lib, inference, onnx_export, report, sources
+from n2v_jax import checkpoint, cluster, config_lib, inference, onnx_export, report, sources
 from n2v_jax import tiff_io
 
 # The newest model description format that the pinned validator (bioimageio.spec) knows.
@@ -343,8 +343,7 @@ def onnx_model(pred: inference.Predictor):
 def _check_output(output: str, overwrite: bool) -> None:
   if os.path.isdir(output):
     raise ValueError(f"--output {output} is a folder; give a .zip file name")
-  if os.path.exists(output) and not overwrite:
-    raise FileExistsError(f"{output} exists; pass --overwrite to replace it")
+  cluster.refuse_existing(output, overwrite)
 
 
 def export_bioimageio(workdir: str, output: str, name: str | None = None,
@@ -400,7 +399,7 @@ def export_bioimageio(workdir: str, output: str, name: str | None = None,
     attachments = {"config.json": config_path, "model.json":
                    os.path.join(workdir, checkpoint.MODEL_JSON)}
     _write_zip(output, [(p, os.path.basename(p)) for p in files.values()]
-               + [(p, n) for n, p in attachments.items() if os.path.exists(p)])
+               + [(p, n) for n, p in attachments.items() if os.path.exists(p)], overwrite)
   return {"output": output, **check}
 
 
@@ -413,25 +412,15 @@ def to_yaml(content: dict) -> str:
   return yaml.dump(content, Dumper=Plain, sort_keys=False, allow_unicode=True)
 
 
-def _write_zip(output: str, entries: list[tuple[str, str]]) -> None:
-  """All or nothing: a temporary zip beside `output`, renamed into place."""
-  folder = os.path.dirname(os.path.abspath(output))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".zip.tmp")
-  os.close(fd)
-  try:
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
-      for path, arcname in entries:
-        info = zipfile.ZipInfo.from_file(path, arcname)
-        info.external_attr = 0o644 << 16  # readable when unpacked (temp files are 0600)
-        info.compress_type = zipfile.ZIP_DEFLATED
-        with open(path, "rb") as f:
-          z.writestr(info, f.read())
-    os.replace(tmp, output)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+def _write_zip(output: str, entries: list[tuple[str, str]], overwrite: bool) -> None:
+  """All or nothing (cluster.atomic_output); entries readable when unpacked."""
+  with cluster.atomic_output(output, overwrite) as tmp, zipfile.ZipFile(tmp, "w") as z:
+    for path, arcname in entries:
+      info = zipfile.ZipInfo.from_file(path, arcname)
+      info.external_attr = 0o644 << 16  # the temporary files were 0600
+      info.compress_type = zipfile.ZIP_DEFLATED
+      with open(path, "rb") as f:
+        z.writestr(info, f.read())
 
 
 def main(argv) -> None:
@@ -441,8 +430,8 @@ def main(argv) -> None:
   try:
     result = export_bioimageio(f.workdir, f.output, f.name or None, f.authors or (), f.license,
                                f.test_input or None, f.test_axes or None, f.overwrite)
-  except (ValueError, FileNotFoundError, FileExistsError) as e:
-    print(f"error: {e}", file=sys.stderr)
+  except (ValueError, OSError, RuntimeError) as e:  # RuntimeError: the ONNX graph differs
+    print(f"error: {cluster.error_message(e)}", file=sys.stderr)
     sys.exit(1)
   print(f"wrote {result['output']} (ONNX vs n2v_jax on the test input: max |difference| "
         f"{result['max_abs']:.3g}, {result['relative']:.1e} of the output range)")

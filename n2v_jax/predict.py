@@ -20,8 +20,7 @@ def predict_file(pred: Predictor, in_path: str, out_path: str, axes: str | None 
                  tile: int = DEFAULT_TILE, tta: bool = False, overwrite: bool = False,
                  dtype: str = "float32", scale: float = 1.0, offset: float = 0.0) -> None:
   """One TIFF to one TIFF: the one-file case of the folder job (n2v_jax.batch)."""
-  if os.path.exists(out_path) and not overwrite:
-    raise FileExistsError(f"{out_path} exists; pass --overwrite to replace it")
+  cluster.refuse_existing(out_path, overwrite)
   job = batch.Job(os.path.basename(in_path), [in_path], [out_path])
   batch.run_job(pred, job, axes=axes, tile=tile, tta=tta, overwrite=overwrite, dtype=dtype,
                 scale=scale, offset=offset)

@@ -54,19 +54,15 @@ def plot_losses(metrics_path: str, out_png: str) -> None:
     ax.set_yscale("log")  # not for a constant image, whose losses are 0
   ax.legend()
   fig.tight_layout()
-  _save_figure(fig, out_png)
+  save_figure(fig, out_png)
 
 
-def _save_figure(fig, out_png: str) -> None:
+def save_figure(fig, out_png: str) -> None:
+  """Writes a matplotlib figure as PNG atomically (no partial figure on a full disk), closes it."""
   import matplotlib.pyplot as plt
-  tmp = os.path.join(os.path.dirname(out_png), "." + os.path.basename(out_png) + ".tmp.png")
   try:
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, out_png)
-  except OSError as e:  # a full disk: no partial figure left behind
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise cluster.write_error(out_png, e) from None
+    with cluster.atomic_output(out_png) as tmp:
+      fig.savefig(tmp, dpi=100, format="png")
   finally:
     plt.close(fig)
 
@@ -86,7 +82,7 @@ def before_after_figure(noisy: np.ndarray, denoised: np.ndarray, clean: np.ndarr
     ax.set_title(title)
     ax.axis("off")
   fig.tight_layout()
-  _save_figure(fig, out_png)
+  save_figure(fig, out_png)
 
 
 def final_evaluation(config: Any, workdir: str,

@@ -21,7 +21,6 @@ plotted metric.
 """
 
 import argparse
-import csv
 import importlib.util
 import json
 import math
@@ -34,7 +33,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from n2v_jax import cluster, config_lib, loop, multi, train
+from n2v_jax import cluster, config_lib, loop, multi, report, train
 
 METRICS = (("psnr_denoised", "PSNR denoised (dB)"), ("psnr_noisy", "PSNR noisy (dB)"),
            ("val_loss", "final val loss"), ("train_loss", "final train loss"))
@@ -252,18 +251,13 @@ def write_results(workdir: str, rows: list[dict], points: list[dict],
                   extra: list[str] = ()) -> list[dict]:
   keys = list(dict.fromkeys(k for p in points for k in p))
   metric_cols = list(extra) + [m for m, _ in METRICS if m not in extra]
-  with open(os.path.join(workdir, "points.csv"), "w", newline="") as f:
-    w = csv.DictWriter(f, ["point", *keys, *metric_cols])
-    w.writeheader()
-    w.writerows(rows)
+  cluster.write_csv_atomic(os.path.join(workdir, "points.csv"), ["point", *keys, *metric_cols],
+                           rows)
   table = aggregate(rows, keys, metric_cols)
   group_keys = [k for k in keys if k != "seed"]
   present = [m for m in metric_cols if any(f"{m}_mean" in g for g in table)]
-  with open(os.path.join(workdir, "results.csv"), "w", newline="") as f:
-    w = csv.DictWriter(f, [*group_keys, "seeds",
-                           *[f"{m}_{s}" for m in present for s in ("mean", "std")]])
-    w.writeheader()
-    w.writerows(table)
+  cluster.write_csv_atomic(os.path.join(workdir, "results.csv"),
+             [*group_keys, "seeds", *[f"{m}_{s}" for m in present for s in ("mean", "std")]], table)
   labels = {**{m: m for m in extra}, **dict(METRICS)}
   lines = [f"# Sweep results: `{config_path}`", "",
            f"{len(rows)} of {len(points)} points finished; mean ± sample std (n-1) over seeds.",
@@ -274,8 +268,7 @@ def write_results(workdir: str, rows: list[dict], points: list[dict],
     cells += [_pm(g[f"{m}_mean"], g[f"{m}_std"], 2 if m.startswith("psnr") else 4)
               if f"{m}_mean" in g else "" for m in present]
     lines.append("| " + " | ".join(cells) + " |")
-  with open(os.path.join(workdir, "results.md"), "w") as f:
-    f.write("\n".join(lines) + "\n")
+  cluster.write_text_atomic(os.path.join(workdir, "results.md"), "\n".join(lines) + "\n")
   if table:
     main = next(m for m in (*extra, "psnr_denoised", "val_loss", "train_loss") if m in present)
     _plot(table, group_keys, main, labels[main], os.path.join(workdir, "results.png"))
@@ -303,10 +296,7 @@ def _plot(table: list[dict], group_keys: list[str], metric: str, label: str, out
     ax.set_xlim(max(0.0, lo - 1.0), max(m + s for m, s in zip(means, stds) if not math.isnan(m)) + 0.5)
   ax.set_xlabel(f"{label}, mean ± std over seeds ({table[0]['seeds']} seeds)")
   fig.tight_layout()
-  tmp = os.path.join(os.path.dirname(out), ".results.tmp.png")
-  fig.savefig(tmp, dpi=100)
-  plt.close(fig)
-  os.replace(tmp, out)
+  report.save_figure(fig, out)
 
 
 def main(argv: list[str] | None = None) -> None:

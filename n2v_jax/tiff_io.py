@@ -15,7 +15,6 @@ import dataclasses
 import logging
 import math
 import os
-import tempfile
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -390,12 +389,6 @@ def _write_kwargs(
   return kwargs
 
 
-def _umask() -> int:
-  mask = os.umask(0o022)
-  os.umask(mask)
-  return mask
-
-
 def write_image(
     path: str | os.PathLike,
     data: np.ndarray,
@@ -416,8 +409,7 @@ def write_image(
   axes = validate_axes(axes, data.ndim)
   if os.path.isdir(path):
     raise ValueError(f"{path}: is a folder; give an output file name")
-  if os.path.lexists(path) and not overwrite:
-    raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+  cluster.refuse_existing(path, overwrite)
   folder = os.path.dirname(os.path.abspath(path))
   if not os.path.isdir(folder):
     raise FileNotFoundError(f"{folder}: no such folder (for output {path})")
@@ -434,47 +426,8 @@ def write_image(
       names = list(like.channel_names)
   kwargs = _write_kwargs(data, axes, like, names, extra_metadata)
 
-  try:
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-  except OSError as e:  # a read-only or full folder
-    raise cluster.write_error(path, e) from None
-  os.close(fd)  # reopened by name: tifffile wants a file object with a real name
-  try:
-    with open(tmp, "wb") as fh:
-      tifffile.imwrite(fh, data, **kwargs)
-      fh.flush()
-      os.fsync(fh.fileno())
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files
-    if overwrite:
-      os.replace(tmp, path)
-    else:
-      try:  # link fails if `path` appeared meanwhile: never clobber without overwrite
-        os.link(tmp, path)
-      except FileExistsError:
-        raise FileExistsError(f"{path} exists; pass --overwrite to replace it") from None
-      except OSError:  # file system without hard links
-        if os.path.lexists(path):
-          raise FileExistsError(f"{path} exists; pass --overwrite to replace it") from None
-        os.replace(tmp, path)
-      else:
-        os.unlink(tmp)
-  except BaseException as e:
-    error = cluster.write_error(path, e)  # a full disk reports no file name: name the output
-    try:
-      os.unlink(tmp)
-    except FileNotFoundError:
-      pass
-    if error is not e:
-      raise error from None
-    raise
-  try:  # make the rename itself durable; not possible everywhere
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-      os.fsync(dir_fd)
-    finally:
-      os.close(dir_fd)
-  except OSError:
-    pass
+  with cluster.atomic_output(path, overwrite) as tmp, open(tmp, "wb") as fh:
+    tifffile.imwrite(fh, data, **kwargs)  # a file object: tifffile keeps the extension check
 
 
 # --------------------------------------------------------------------------- listing

@@ -377,3 +377,36 @@ def test_loss_plot_of_a_constant_image_warns_nothing(tmp_path, recwarn):
   report.plot_losses(str(metrics), str(tmp_path / "loss.png"))
   assert (tmp_path / "loss.png").exists()
   assert not [w for w in recwarn if "log-scaled" in str(w.message)]
+
+
+def test_atomic_output_is_complete_or_untouched(tmp_path, monkeypatch):
+  path = tmp_path / "out.bin"
+  umask = os.umask(0o022)
+  os.umask(umask)
+  with cluster.atomic_output(str(path)) as tmp:
+    assert os.path.dirname(tmp) == str(tmp_path) and not path.exists()
+    open(tmp, "wb").write(b"new")
+  assert path.read_bytes() == b"new" and _hidden(tmp_path) == []
+  assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
+  os.chmod(path, 0o640)
+  with cluster.atomic_output(str(path)) as tmp:  # a replacement keeps the old permissions
+    open(tmp, "wb").write(b"newer")
+  assert path.read_bytes() == b"newer" and os.stat(path).st_mode & 0o777 == 0o640
+
+  with pytest.raises(RuntimeError, match="broken"), cluster.atomic_output(str(path)) as tmp:
+    open(tmp, "wb").write(b"part")
+    raise RuntimeError("broken writer")
+  assert path.read_bytes() == b"newer" and _hidden(tmp_path) == []
+
+  late = tmp_path / "late.bin"
+  with pytest.raises(FileExistsError, match="pass --overwrite"):
+    with cluster.atomic_output(str(late), overwrite=False) as tmp:
+      open(tmp, "wb").write(b"ours")
+      late.write_bytes(b"theirs")  # another process wrote it meanwhile: never clobbered
+  assert late.read_bytes() == b"theirs" and _hidden(tmp_path) == []
+
+  monkeypatch.setattr(os, "statvfs", lambda p: os.statvfs_result((4096,) * 2 + (0,) * 8))
+  with pytest.raises(cluster.WriteError) as e, cluster.atomic_output(str(path)) as tmp:
+    raise OSError("65536 requested and 44968 written")  # a short write: no errno, no space
+  assert str(e.value) == f"could not write {path}: No space left on device"
+  assert path.read_bytes() == b"newer" and _hidden(tmp_path) == []

@@ -213,11 +213,17 @@ def test_cli(packages, tmp_path):
   existing.write_bytes(b"keep me")
   missing = _cli("--workdir", str(tmp_path / "nope"), "--output", str(tmp_path / "m.zip"))
   exists = _cli("--workdir", workdir, "--output", str(existing))
-  for r, message in ((missing, "no such workdir"), (exists, "--overwrite")):
+  folder = tmp_path / "folder.npy"
+  folder.mkdir()  # an OSError the library does not word itself
+  folder_input = _cli("--workdir", workdir, "--output", str(tmp_path / "f.zip"),
+                      "--test_input", str(folder), "--test_axes", "YXC")
+  for r, message in ((missing, "no such workdir"), (exists, "--overwrite"),
+                     (folder_input, f"{folder}: Is a directory")):
     assert r.returncode == 1 and "Traceback" not in r.stderr
     errors = [l for l in r.stderr.splitlines() if l.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], r.stderr
-  assert existing.read_bytes() == b"keep me" and sorted(os.listdir(tmp_path)) == ["exists.zip"]
+  assert existing.read_bytes() == b"keep me"
+  assert sorted(os.listdir(tmp_path)) == ["exists.zip", "folder.npy"]
   ok = _cli("--workdir", workdir, "--output", str(existing), "--overwrite",
             "--name", "Tiny N2V test", "--authors", "Jane Doe,John Roe")
   assert ok.returncode == 0, ok.stderr

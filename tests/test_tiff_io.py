@@ -285,7 +285,9 @@ def test_existing_output_is_kept_without_overwrite(tmp_path):
   np.testing.assert_array_equal(read_image(path).data, _data("YX"))
   assert _leftovers(tmp_path) == []
   # permissions follow the umask like a normal file, not mkstemp's private 0600
-  assert os.stat(path).st_mode & 0o777 == 0o666 & ~tiff_io._umask()
+  umask = os.umask(0o022)
+  os.umask(umask)
+  assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
