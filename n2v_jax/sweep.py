@@ -256,8 +256,9 @@ def write_results(workdir: str, rows: list[dict], points: list[dict],
   table = aggregate(rows, keys, metric_cols)
   group_keys = [k for k in keys if k != "seed"]
   present = [m for m in metric_cols if any(f"{m}_mean" in g for g in table)]
+  stat_cols = [f"{m}_{s}" for m in present for s in ("mean", "std")]
   cluster.write_csv_atomic(os.path.join(workdir, "results.csv"),
-             [*group_keys, "seeds", *[f"{m}_{s}" for m in present for s in ("mean", "std")]], table)
+                           [*group_keys, "seeds", *stat_cols], table)
   labels = {**{m: m for m in extra}, **dict(METRICS)}
   lines = [f"# Sweep results: `{config_path}`", "",
            f"{len(rows)} of {len(points)} points finished; mean ± sample std (n-1) over seeds.",

@@ -427,7 +427,7 @@ def write_image(
   kwargs = _write_kwargs(data, axes, like, names, extra_metadata)
 
   with cluster.atomic_output(path, overwrite) as tmp, open(tmp, "wb") as fh:
-    tifffile.imwrite(fh, data, **kwargs)  # a file object: tifffile keeps the extension check
+    tifffile.imwrite(fh, data, **kwargs)
 
 
 # --------------------------------------------------------------------------- listing
