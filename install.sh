@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Makes .venv with a Python >= 3.12 (JAX >= 0.11 needs it) and installs requirements.txt.
+# Makes .venv with a Python >= 3.12 (JAX >= 0.11 needs it), installs the versions pinned in
+# requirements.txt, then n2v_jax itself (editable: the checkout is the installed code).
 #
-#   bash install.sh            # then: .venv/bin/python -m n2v_jax.train ...
+#   bash install.sh            # then: .venv/bin/python -m n2v_jax.train ... (or n2v-train)
 #   PYTHON=/path/to/python3.12 bash install.sh
 #
 # The interpreter is, in this order: $PYTHON; python3.12 (the version requirements.txt was
@@ -41,4 +42,5 @@ fi
 [ -x .venv/bin/python ] || "$py" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -r requirements.txt
+.venv/bin/python -m pip install -q --no-deps -e .  # what requirements.txt pinned serves it
 echo "install.sh: .venv ready ($(.venv/bin/python -V))" >&2

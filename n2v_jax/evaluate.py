@@ -1,146 +1,47 @@
-"""Scoring a trained workdir against clean images.
+"""Scoring: `python -m n2v_jax.evaluate --workdir W --noisy NOISY_DIR --clean CLEAN_DIR
+--output OUT_DIR` (also `n2v-evaluate`): PSNR and SSIM of a trained model against clean
+images, with and without TTA and the SURE blend (`inference.evaluation`)."""
 
-    python -m n2v_jax.evaluate --workdir W --noisy NOISY_DIR --clean CLEAN_DIR --output OUT_DIR
+from absl import flags
 
-Pairs files by stem, denoises each noisy image (with and/or without 8-fold TTA, with
-and/or without the SURE blend with the input: inference.sure_blend), and writes
-OUT_DIR/per_image.csv and OUT_DIR/evaluation.json. PSNR is reported in two conventions:
-a fixed data range (the N2V BSD68 convention: 255, float prediction, no clipping or
-rounding, mean of per-image values) and the clean image's own max - min.
-"""
+from n2v_jax import cli
+from n2v_jax.inference import evaluation, options as options_lib
 
-import os
-import sys
-import time
-
-import numpy as np
-
-from n2v_jax import cluster, inference, metrics, tiff_io
-
-_EXTENSIONS = (".tif", ".tiff", ".png")
+_MODES = {"off": (False,), "on": (True,), "both": (False, True)}
 
 
-def read_plain(path: str) -> np.ndarray:
-  """A 2D (or channels-last) image from TIFF or PNG, as stored."""
-  if path.lower().endswith(".png"):
-    from PIL import Image
-    with Image.open(path) as im:
-      return np.asarray(im)
-  return tiff_io.read_image(path).data
-
-
-def pair_files(noisy_dir: str, clean_dir: str) -> list[tuple[str, str, str]]:
-  """(stem, noisy path, clean path) for every stem present in both folders."""
-  def by_stem(folder):
-    if not os.path.isdir(folder):
-      raise FileNotFoundError(f"{folder}: no such folder")
-    return {os.path.splitext(f)[0]: os.path.join(folder, f) for f in sorted(os.listdir(folder))
-            if f.lower().endswith(_EXTENSIONS) and not f.startswith(".")}
-  noisy, clean = by_stem(noisy_dir), by_stem(clean_dir)
-  stems = sorted(set(noisy) & set(clean))
-  if not stems:
-    raise ValueError(f"no image in {noisy_dir} has a clean partner (same file stem) in {clean_dir}")
-  missing = sorted(set(noisy) - set(clean))
-  if missing:
-    raise ValueError(f"{len(missing)} noisy image(s) have no clean partner in {clean_dir}, "
-                     f"e.g. {missing[0]}")
-  return [(s, noisy[s], clean[s]) for s in stems]
-
-
-def score(clean: np.ndarray, prediction: np.ndarray, data_range: float) -> dict:
-  clean = clean.astype(np.float64)
-  return {"psnr": metrics.psnr(clean, prediction, data_range),
-          "psnr_clean_range": metrics.psnr_clean_range(clean, prediction),
-          "ssim": metrics.ssim(clean, prediction, data_range)}
-
-
-def evaluate(workdir: str, noisy_dir: str, clean_dir: str, output_dir: str | None = None,
-             tta_modes: tuple[bool, ...] = (False, True), tile: int = inference.DEFAULT_TILE,
-             data_range: float | None = None, overwrite: bool = False,
-             keep_predictions: bool = False,
-             blend_modes: tuple[bool, ...] | None = None) -> dict:
-  """Per-image and mean scores; writes per_image.csv and evaluation.json into output_dir.
-  Columns per mode: plain_*, tta_* and, with the blend, plain_blend_*, tta_blend_*;
-  blend_modes None: as the model was trained (config.predict.blend)."""
-  for name in ("per_image.csv", "evaluation.json") if output_dir else ():
-    cluster.refuse_existing(os.path.join(output_dir, name), overwrite)
-  pairs = pair_files(noisy_dir, clean_dir)
-  pred = inference.load_predictor(workdir)
-  blend_modes = (pred.blend,) if blend_modes is None else tuple(blend_modes)
-  clean_images = {s: read_plain(c) for s, _, c in pairs}
-  if data_range is None:  # the N2V convention for 8-bit data; else the set's own range
-    data_range = (255.0 if all(c.dtype == np.uint8 for c in clean_images.values()) else
-                  float(max(c.max() for c in clean_images.values()) -
-                        min(c.min() for c in clean_images.values())))
-  rows, predictions, seconds = [], {}, {}
-  for stem, noisy_path, _ in pairs:
-    noisy = read_plain(noisy_path).astype(np.float32)
-    clean = clean_images[stem]
-    if noisy.shape != clean.shape:
-      raise ValueError(f"{noisy_path}: shape {noisy.shape} differs from its clean image {clean.shape}")
-    image = noisy[..., None] if noisy.ndim == len(pred.spatial_axes) else noisy
-    inference.check_input(pred, noisy_path, image, pred.spatial_axes)
-    row = {"image": stem, **{f"noisy_{k}": v for k, v in score(clean, noisy, data_range).items()}}
-    for tta in tta_modes:
-      t0 = time.perf_counter()
-      outs = inference.predict_variants(pred, image, tile=tile, tta=tta, blend=any(blend_modes))
-      seconds[tta] = seconds.get(tta, 0.0) + time.perf_counter() - t0
-      for blend in blend_modes:
-        out = outs[blend].reshape(noisy.shape)
-        tag = ("tta" if tta else "plain") + ("_blend" if blend else "")
-        row.update({f"{tag}_{k}": v for k, v in score(clean, out, data_range).items()})
-        if keep_predictions:
-          predictions[(stem, tta) if not blend else (stem, tta, "blend")] = out
-    rows.append(row)
-  columns = [k for k in rows[0] if k != "image"]
-  summary = {"workdir": os.path.abspath(workdir), "images": len(rows), "data_range": data_range,
-             "mean": {k: float(np.mean([r[k] for r in rows])) for k in columns},
-             "std": {k: float(np.std([r[k] for r in rows])) for k in columns},
-             "predict_seconds": {("tta" if k else "plain"): v for k, v in seconds.items()}}
-  if output_dir:
-    os.makedirs(output_dir, exist_ok=True)
-    cluster.write_csv_atomic(os.path.join(output_dir, "per_image.csv"), ["image", *columns], rows)
-    cluster.write_json_atomic(os.path.join(output_dir, "evaluation.json"),
-                              {**summary, "per_image": rows})
-  if keep_predictions:
-    summary["predictions"] = predictions
-  summary["per_image"] = rows
-  return summary
-
-
-def main(argv) -> None:
+def _main(argv) -> None:
   del argv
-  from absl import flags
   f = flags.FLAGS
-  modes = {"off": (False,), "on": (True,), "both": (False, True)}[f.tta]
-  blends = {"auto": None, "off": (False,), "on": (True,), "both": (False, True)}[f.blend]
-  try:
-    summary = evaluate(f.workdir, f.noisy, f.clean, f.output, modes, f.tile, f.data_range,
-                       f.overwrite, blend_modes=blends)
-  except (ValueError, OSError) as e:  # OSError: a full disk, ...
-    print(f"error: {cluster.error_message(e)}", file=sys.stderr)
-    sys.exit(1)
+  with cli.reporting_errors():
+    summary = evaluation.evaluate(
+        f.workdir, f.noisy, f.clean, f.output, tta_modes=_MODES[f.tta],
+        blend_modes=None if f.blend == "auto" else _MODES[f.blend],
+        options=options_lib.PredictOptions(tile=f.tile, overwrite=f.overwrite),
+        data_range=f.data_range)
   mean, std = summary["mean"], summary["std"]
   print(f"{summary['images']} images, data range {summary['data_range']:g}")
   for key in [k for k in mean if k.endswith("psnr") or k.endswith("ssim") or "clean_range" in k]:
     print(f"  {key:26s} {mean[key]:8.3f} ± {std[key]:.3f}")
 
 
-if __name__ == "__main__":
-  from absl import app, flags
+def main() -> None:
   flags.DEFINE_string("workdir", None, "Trained workdir.")
   flags.DEFINE_string("noisy", None, "Folder of noisy images (TIFF or PNG).")
   flags.DEFINE_string("clean", None, "Folder of clean images with the same file stems.")
   flags.DEFINE_string("output", None, "Folder for per_image.csv and evaluation.json.")
-  flags.DEFINE_enum("tta", "both", ["off", "on", "both"], "Score without/with 8-fold TTA.")
-  flags.DEFINE_enum("blend", "auto", ["auto", "off", "on", "both"], "Score without/with the "
-                    "SURE blend with the input (inference.sure_blend); auto: as the model was "
-                    "trained (config.predict.blend).")
-  flags.DEFINE_integer("tile", inference.DEFAULT_TILE,
+  flags.DEFINE_enum("tta", "both", list(_MODES), "Score without/with 8-fold TTA.")
+  flags.DEFINE_enum("blend", "auto", ["auto", *_MODES], "Score without/with the SURE blend "
+                    "with the input (inference.blend); auto: as the model was trained "
+                    "(config.predict.blend).")
+  flags.DEFINE_integer("tile", options_lib.DEFAULT_TILE,
                        "Largest tile edge for prediction; 0 = whole image.")
   flags.DEFINE_float("data_range", None, "Fixed PSNR data range (default 255 for 8-bit clean "
                      "images, else the clean set's max - min).")
   flags.DEFINE_bool("overwrite", False, "Replace existing result files.")
   flags.mark_flags_as_required(["workdir", "noisy", "clean"])
-  from n2v_jax import cli
-  cli.run(main)
+  cli.run(_main)
+
+
+if __name__ == "__main__":
+  main()

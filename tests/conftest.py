@@ -1,7 +1,6 @@
 import atexit
 import os
 import shutil
-import sys
 import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -16,10 +15,9 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache_dir
   os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
   os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Start JAX now, with one CPU device: train_and_evaluate would otherwise split the CPU
-# (train.cpu_devices, n2v_jax/runtime.py) in whichever test happens to start JAX first.
+# (train.cpu_devices, n2v_jax/training/runtime.py) in whichever test happens to start JAX first.
 # Tests of that behaviour run in subprocesses.
 import jax  # noqa: E402
 

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import tifffile
 
-from configs import test_tiny
+from n2v_jax.configs import data_root as _data_root, test_tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,7 +34,7 @@ def noisy_stack(seed, shape, dtype=np.float32):
 
 
 def data_root():
-  return os.environ.get("N2V_DATA", os.path.join(REPO, "..", "shared", "data"))
+  return _data_root()
 
 
 def tensorboard_events(workdir):

@@ -7,7 +7,10 @@ import os
 import numpy as np
 import pytest
 
-from n2v_jax import inference, predict, train
+from n2v_jax.inference import blend as blend_lib
+from n2v_jax.inference import predictor
+from n2v_jax.training import trainer
+from n2v_jax.inference.options import PredictOptions
 from tests.helpers import noisy_stack, tiny_config, write_tiff
 
 
@@ -46,7 +49,7 @@ def test_weight_is_close_to_the_oracle_and_lowers_the_error(kernel):
   f = _filter(kernel)
   y = f(noisy)
   probe = np.random.default_rng(2).standard_normal(noisy.shape)
-  k = inference.blend_weights(noisy, y, probe, f(probe))  # linear: J @ probe = f(probe)
+  k = blend_lib.blend_weights(noisy, y, probe, f(probe))  # linear: J @ probe = f(probe)
   grid = np.linspace(0, 1, 201)
   for c in range(2):
     mse = [np.mean(((1 - g) * y[..., c] + g * noisy[..., c] - clean[..., c]) ** 2) for g in grid]
@@ -67,18 +70,18 @@ def test_sure_blend_uses_the_probe_through_the_denoiser():
     calls.append(x.copy())
     return f(x).astype(np.float32)
   y = denoise(noisy)
-  out = inference.sure_blend(denoise, noisy, y)
+  out = blend_lib.sure_blend(denoise, noisy, y)
   assert len(calls) == 2 and not np.array_equal(calls[1], noisy)  # one more, perturbed pass
-  np.testing.assert_array_equal(out, inference.sure_blend(denoise, noisy, y))  # deterministic
+  np.testing.assert_array_equal(out, blend_lib.sure_blend(denoise, noisy, y))  # deterministic
   assert np.mean((out - clean) ** 2) < np.mean((y - clean) ** 2)
 
 
 def test_no_estimate_means_no_blend():
   flat = np.ones((32, 32, 1), np.float32)  # no noise, no residual
   probe = np.random.default_rng(0).standard_normal(flat.shape)
-  assert inference.blend_weights(flat, flat, probe, probe * 0.1).tolist() == [0.0]
+  assert blend_lib.blend_weights(flat, flat, probe, probe * 0.1).tolist() == [0.0]
   line = np.random.default_rng(1).standard_normal((1, 50, 2))  # an edge under 2 pixels
-  assert inference.blend_weights(line, line * 0.5, line, line).tolist() == [0.0, 0.0]
+  assert blend_lib.blend_weights(line, line * 0.5, line, line).tolist() == [0.0, 0.0]
 
 
 @pytest.fixture(scope="module")
@@ -90,29 +93,34 @@ def workdirs(tmp_path_factory):
     config = tiny_config(**{"data.path": path, "data.axes": "CYX", "train.num_steps": 4,
                             "model.depth": 2, "data.patch_shape": (16, 16),
                             "predict.blend": blend})
-    train.train_and_evaluate(config, str(d / f"w{int(blend)}"))
+    trainer.train_and_evaluate(config, str(d / f"w{int(blend)}"))
     out[blend] = str(d / f"w{int(blend)}")
   return out
 
 
 def test_prediction_default_follows_the_config_and_tiles_stay_exact(workdirs):
   image = noisy_stack(3, (97, 75, 3))
-  off = predict.load_predictor(workdirs[False])
-  on = predict.load_predictor(workdirs[True])
+  off = predictor.load_predictor(workdirs[False])
+  on = predictor.load_predictor(workdirs[True])
   assert not off.blend and on.blend
   assert json.load(open(os.path.join(workdirs[True], "model.json")))["predict_blend"] is True
-  plain = predict.predict_image(off, image, tile=0)
-  np.testing.assert_array_equal(plain, predict.predict_image(off, image, tile=0, blend=False))
-  blended = predict.predict_image(off, image, tile=0, blend=True)
+  plain = predictor.predict_image(off, image, PredictOptions(tile=0))
+  np.testing.assert_array_equal(
+      plain, predictor.predict_image(off, image, PredictOptions(tile=0, blend=False)))
+  blended = predictor.predict_image(off, image, PredictOptions(tile=0, blend=True))
   assert not np.allclose(blended, plain)
   # the blend lies between the prediction and the input, per channel
   k = [np.median((blended[..., c] - plain[..., c]) / (image[..., c] - plain[..., c] + 1e-12))
        for c in range(3)]
   assert all(0 < v <= 1 for v in k), k
   tile = 2 * off.halo + 3 * off.divisor
-  np.testing.assert_allclose(predict.predict_image(off, image, tile=tile, blend=True), blended,
-                             rtol=1e-4, atol=1e-3 * image.std())
-  variants = inference.predict_variants(off, image, tile=0, blend=True)
+  np.testing.assert_allclose(
+      predictor.predict_image(off, image, PredictOptions(tile=tile, blend=True)), blended,
+      rtol=1e-4, atol=1e-3 * image.std())
+  variants = predictor.predict_variants(off, image, PredictOptions(tile=0), blend=True)
   np.testing.assert_array_equal(variants[False], plain)
   np.testing.assert_array_equal(variants[True], blended)
-  assert not predict.load_predictor(workdirs[True], blend=False).blend
+  # blend=False overrides the model's default: the network alone
+  np.testing.assert_array_equal(
+      predictor.predict_image(on, image, PredictOptions(tile=0, blend=False)),
+      predictor.predict_variants(on, image, PredictOptions(tile=0))[False])

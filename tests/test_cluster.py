@@ -16,7 +16,18 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from n2v_jax import batch, checkpoint, cluster, loop, multi, predict, report, tiff_io, train
+from n2v_jax import errors
+from n2v_jax import preemption
+from n2v_jax.inference import folders
+from n2v_jax.inference import predictor
+from n2v_jax.inference.options import PredictOptions
+from n2v_jax.io import figures
+from n2v_jax.io import files
+from n2v_jax.io import locks
+from n2v_jax.io import tiff
+from n2v_jax.training import multi
+from n2v_jax.training import trainer
+from n2v_jax.workdir import checkpoint
 from tests.helpers import REPO, noisy_stack, tiny_config, write_tiff
 
 ENV = dict(os.environ, JAX_PLATFORMS="cpu")
@@ -30,7 +41,7 @@ def _cli(*args, **kwargs):
 
 
 def _params(workdir):
-  return [np.asarray(x) for x in jax.tree.leaves(predict.load_predictor(str(workdir)).variables)]
+  return [np.asarray(x) for x in jax.tree.leaves(predictor.load_predictor(str(workdir)).variables)]
 
 
 def _same(a, b):
@@ -42,8 +53,8 @@ def _hidden(folder):
 
 
 def _truncate_all(step_dir):  # what a full disk or a crash mid-write leaves
-  for root, _, files in os.walk(step_dir):
-    for f in files:
+  for root, _, names in os.walk(step_dir):
+    for f in names:
       path = os.path.join(root, f)
       os.truncate(path, os.path.getsize(path) // 2)
 
@@ -55,7 +66,10 @@ def _remove_manifest(step_dir):  # a missing piece
 def _changed_values(step_dir):  # a flipped bit in the array data, which orbax does not check
   path = os.path.join(step_dir, "_CHECKPOINT_METADATA")
   meta = json.load(open(path))
-  meta["custom_metadata"][checkpoint.CRC_KEY] += 1  # the same mismatch, made deterministic
+  # the same mismatch, made deterministic: a bit of the network's variables, so that both
+  # the whole state's checksum (training) and the variables' one (prediction) disagree
+  meta["custom_metadata"][checkpoint.CRC_KEY] += 1
+  meta["custom_metadata"][checkpoint.CRC_VARIABLES_KEY] += 1
   json.dump(meta, open(path, "w"))
 
 
@@ -63,8 +77,8 @@ def _changed_values(step_dir):  # a flipped bit in the array data, which orbax d
 def model_dir(tmp_path_factory):
   """An uninterrupted run (checkpoint_every does not change what a run computes)."""
   d = tmp_path_factory.mktemp("model")
-  train.train_and_evaluate(tiny_config(**{**EVERY_2, "train.checkpoint_every": 4}),
-                           str(d / "w"))
+  trainer.train_and_evaluate(tiny_config(**{**EVERY_2, "train.checkpoint_every": 4}),
+                             str(d / "w"))
   return str(d / "w")
 
 
@@ -73,10 +87,10 @@ def stopped_at_4(tmp_path_factory):
   """(a run stopped after step 4: checkpoints 2 and 4, the same run at step 2)."""
   d = tmp_path_factory.mktemp("stopped")
   w, at_2 = d / "w", d / "at_2"
-  assert train.train_and_evaluate(tiny_config(**EVERY_2), str(w), stop_after=2) == {
+  assert trainer.train_and_evaluate(tiny_config(**EVERY_2), str(w), stop_after=2) == {
       "stopped_at": 2}
   shutil.copytree(w, at_2)
-  train.train_and_evaluate(tiny_config(**EVERY_2), str(w), stop_after=4)
+  trainer.train_and_evaluate(tiny_config(**EVERY_2), str(w), stop_after=4)
   return w, at_2
 
 
@@ -109,7 +123,7 @@ def test_damaged_checkpoint_falls_back_to_the_newest_good_one(tmp_path, capfd, s
 
   # training resumes from step 2 (the damaged step removed, then saved again) and ends
   # where an uninterrupted run ends
-  train.train_and_evaluate(tiny_config(**EVERY_2), str(w))
+  trainer.train_and_evaluate(tiny_config(**EVERY_2), str(w))
   err = capfd.readouterr().err
   assert "Traceback" not in err, err
   warned = [l for l in err.splitlines() if l.startswith("warning:")]
@@ -125,7 +139,7 @@ def test_no_readable_checkpoint_is_one_error_line(tmp_path, stopped_at_4):
   _truncate_all(str(w / "checkpoints" / "4"))
   _remove_manifest(str(w / "checkpoints" / "2"))
   with pytest.raises(ValueError, match="no checkpoint can be read") as e:
-    predict.load_predictor(str(w))
+    predictor.load_predictor(str(w))
   assert "\n" not in str(e.value) and "step 4: " in str(e.value)
   tif = write_tiff(tmp_path / "in.tif", noisy_stack(0, (32, 32)), "YX")
   r = _cli("-m", "n2v_jax.predict", "--workdir", str(w), "--input", tif, "--output",
@@ -139,10 +153,10 @@ def test_no_readable_checkpoint_is_one_error_line(tmp_path, stopped_at_4):
 
 HOLD = """
 import sys, time
-from n2v_jax import cluster
-@cluster.holds_locks
+from n2v_jax.io import locks
+@locks.holds_locks
 def hold():
-  cluster.lock_workdir(sys.argv[1])
+  locks.lock_workdir(sys.argv[1])
   print("locked", flush=True)
   time.sleep(120)
 hold()
@@ -158,31 +172,31 @@ def test_second_run_is_refused_and_a_killed_runs_lock_does_not_block(tmp_path):
     assert holder.stdout.readline().strip() == "locked"
     r = _cli("-m", "n2v_jax.train", "--config", "configs/test_tiny.py", "--workdir", str(w))
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
-    errors = [l for l in r.stderr.splitlines() if l.startswith("error:")]
-    assert len(errors) == 1 and "in use by another run" in errors[0], r.stderr
-    assert f"pid {holder.pid} on " in errors[0] and "started " in errors[0]
-    assert os.listdir(w) == [cluster.LOCK_FILE]  # the refused run wrote nothing
+    lines = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+    assert len(lines) == 1 and "in use by another run" in lines[0], r.stderr
+    assert f"pid {holder.pid} on " in lines[0] and "started " in lines[0]
+    assert os.listdir(w) == [locks.LOCK_FILE]  # the refused run wrote nothing
     # n2v_jax.multi (sweeps) locks every workdir before writing any of them
     free = tmp_path / "free"
-    with pytest.raises(cluster.WorkdirInUseError, match=f"pid {holder.pid}"):
+    with pytest.raises(errors.InUseError, match=f"pid {holder.pid}"):
       multi.train_many([tiny_config(), tiny_config(seed=1)], [str(free), str(w)])
     assert not (free / "config.json").exists()
   finally:
     holder.kill()  # kill -9: the lock file stays, its lock goes with the process
     holder.wait()
-  assert json.loads((w / cluster.LOCK_FILE).read_text())["pid"] == holder.pid
-  assert train.train_and_evaluate(tiny_config(**EVERY_2), str(w), stop_after=1) == {
+  assert json.loads((w / locks.LOCK_FILE).read_text())["pid"] == holder.pid
+  assert trainer.train_and_evaluate(tiny_config(**EVERY_2), str(w), stop_after=1) == {
       "stopped_at": 1}
-  with open(w / cluster.LOCK_FILE) as f:  # released when the run returned
+  with open(w / locks.LOCK_FILE) as f:  # released when the run returned
     fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
   assert checkpoint.latest_step(str(w)) == 1
-  assert predict.load_predictor(str(w)).in_channels == 1  # the lock file bothers no reader
+  assert predictor.load_predictor(str(w)).in_channels == 1  # the lock file bothers no reader
 
 
 def test_lock_released_when_the_run_raises(tmp_path):
-  @cluster.holds_locks
+  @locks.holds_locks
   def failing(workdir):
-    cluster.lock_workdir(workdir)
+    locks.lock_workdir(workdir)
     raise ValueError("boom")
 
   for _ in range(2):  # the second call would be refused if the first kept the lock
@@ -207,14 +221,14 @@ def test_full_disk_during_training_names_the_path_and_the_rerun_continues(
     return real_save(self, step, *args, **kwargs)
 
   monkeypatch.setattr(ocp.CheckpointManager, "save", full_at_6)
-  with pytest.raises(cluster.WriteError) as e:
-    train.train_and_evaluate(tiny_config(**EVERY_2), str(w))
-  assert cluster.error_message(e.value) == (
+  with pytest.raises(errors.WriteError) as e:
+    trainer.train_and_evaluate(tiny_config(**EVERY_2), str(w))
+  assert errors.one_line(e.value) == (
       f"could not write {w}/checkpoints/6: No space left on device")
   with open(w / "metrics.jsonl", "a") as f:
     f.write('{"step": 8, "train_lo')  # a last line a full disk cut short
   monkeypatch.setattr(ocp.CheckpointManager, "save", real_save)  # space freed
-  train.train_and_evaluate(tiny_config(**EVERY_2), str(w))
+  trainer.train_and_evaluate(tiny_config(**EVERY_2), str(w))
   assert checkpoint.latest_step(str(w)) == 6
   assert [json.loads(l)["step"] for l in open(w / "metrics.jsonl")] == [2, 4, 6]
 
@@ -227,10 +241,10 @@ def test_full_disk_during_training_names_the_path_and_the_rerun_continues(
 
   monkeypatch.setattr(os, "replace", full_replace)
   os.remove(w / "summary.json")
-  with pytest.raises(cluster.WriteError) as e:  # the finished run redoes its evaluation
-    train.train_and_evaluate(tiny_config(**EVERY_2), str(w))
+  with pytest.raises(errors.WriteError) as e:  # the finished run redoes its evaluation
+    trainer.train_and_evaluate(tiny_config(**EVERY_2), str(w))
   assert str(e.value) == f"could not write {w}/summary.json: No space left on device"
-  assert not (w / "summary.json").exists() and _hidden(w) == [cluster.LOCK_FILE]
+  assert not (w / "summary.json").exists() and _hidden(w) == [locks.LOCK_FILE]
 
 
 def _short_write(fh, data, **kwargs):
@@ -250,20 +264,20 @@ def test_full_disk_stops_a_plate_and_the_rerun_continues(tmp_path, monkeypatch, 
   os.makedirs(src)
   for i in range(4):
     write_tiff(src / f"f{i}.tif", noisy_stack(i, (32, 32)), "YX")
-  pred = predict.load_predictor(model_dir)
-  real_imwrite, calls = tiff_io.tifffile.imwrite, []
+  pred = predictor.load_predictor(model_dir)
+  real_imwrite, calls = tiff.tifffile.imwrite, []
 
   def imwrite(fh, data, **kwargs):
     calls.append(1)
     return (real_imwrite if len(calls) == 1 else failing_write)(fh, data, **kwargs)
 
-  monkeypatch.setattr(tiff_io.tifffile, "imwrite", imwrite)
+  monkeypatch.setattr(tiff.tifffile, "imwrite", imwrite)
   if failing_write is _short_write:  # the folder is full as the write fails
     free = os.statvfs(str(tmp_path))
-    monkeypatch.setattr(cluster.os, "statvfs", lambda p: os.statvfs_result(
+    monkeypatch.setattr(files.os, "statvfs", lambda p: os.statvfs_result(
         (*free[:4], 0, *free[5:])))
-  with pytest.raises(cluster.WriteError) as e:
-    batch.denoise_folder(pred, str(src), str(out), progress=False)
+  with pytest.raises(errors.WriteError) as e:
+    folders.denoise_folder(pred, str(src), str(out), PredictOptions(progress=False))
   assert str(e.value).startswith(f"could not write {out}/f1.tif: No space left on device; "
                                  "stopped the plate after 2 of 4 job(s)")
   assert len(calls) == 2  # the plate stopped at the first failing write
@@ -271,7 +285,7 @@ def test_full_disk_stops_a_plate_and_the_rerun_continues(tmp_path, monkeypatch, 
   report = json.load(open(out / "n2v_batch_report.json"))
   assert report["counts"] == {"done": 1, "skipped": 0, "failed": 1}
   monkeypatch.undo()  # space freed: the same run goes on where it stopped
-  summary = batch.denoise_folder(pred, str(src), str(out), progress=False)
+  summary = folders.denoise_folder(pred, str(src), str(out), PredictOptions(progress=False))
   assert (len(summary.of("done")), len(summary.of("skipped"))) == (3, 1)
   assert _hidden(out) == []
 
@@ -295,18 +309,18 @@ def test_plate_stops_after_the_current_file_on_sigterm(tmp_path, model_dir):
     time.sleep(0.05)
   proc.send_signal(signal.SIGTERM)
   stdout, stderr = proc.communicate(timeout=240)
-  assert proc.returncode == loop.exit_status(signal.SIGTERM) == 143, stderr
+  assert proc.returncode == preemption.exit_status(signal.SIGTERM) == 143, stderr
   assert "Traceback" not in stderr
   lines = [l for l in stderr.splitlines() if l.startswith("SIGTERM")]
   assert len(lines) == 1 and "run the same command again" in lines[0], stderr
   done = sorted(f for f in os.listdir(out) if f.endswith(".tif"))
   assert 1 <= len(done) < len(names) and _hidden(out) == []
   for f in done:  # whole files only
-    assert tiff_io.read_image(str(out / f)).data.shape == (128, 128)
+    assert tiff.read_image(str(out / f)).data.shape == (128, 128)
   report = json.load(open(out / "n2v_batch_report.json"))
   assert report["counts"]["done"] == len(done) and f"denoised {len(done)}," in stdout
-  summary = batch.denoise_folder(predict.load_predictor(model_dir), str(src), str(out),
-                                 progress=False)
+  summary = folders.denoise_folder(predictor.load_predictor(model_dir), str(src), str(out),
+                                   PredictOptions(progress=False))
   assert len(summary.of("skipped")) == len(done)
   assert len(summary.of("done")) == len(names) - len(done)
 
@@ -325,8 +339,8 @@ def test_plate_skips_a_job_another_process_holds(tmp_path, model_dir):
       stdout=subprocess.PIPE, text=True)
   try:
     assert held.stdout.readline().strip() == "held"
-    summary = batch.denoise_folder(predict.load_predictor(model_dir), str(src), str(out),
-                                   progress=False)
+    summary = folders.denoise_folder(predictor.load_predictor(model_dir), str(src), str(out),
+                                     PredictOptions(progress=False))
   finally:
     held.kill()
     held.wait()
@@ -337,8 +351,8 @@ def test_plate_skips_a_job_another_process_holds(tmp_path, model_dir):
   assert sorted(os.listdir(out)) == [".f1.tif.lock", "f0.tif", "f2.tif",
                                      "n2v_batch_report.json"]
   # the holder is gone (killed): its claim no longer counts, the job runs, the claim goes
-  summary = batch.denoise_folder(predict.load_predictor(model_dir), str(src), str(out),
-                                 progress=False)
+  summary = folders.denoise_folder(predictor.load_predictor(model_dir), str(src), str(out),
+                                   PredictOptions(progress=False))
   assert [r.name for r in summary.of("done")] == ["f1.tif"] and _hidden(out) == []
 
 
@@ -374,7 +388,7 @@ def test_loss_plot_of_a_constant_image_warns_nothing(tmp_path, recwarn):
   metrics = tmp_path / "metrics.jsonl"
   metrics.write_text("".join(json.dumps({"step": s, "train_loss": 0.0, "val_loss": 0.0}) + "\n"
                              for s in (2, 4)))
-  report.plot_losses(str(metrics), str(tmp_path / "loss.png"))
+  figures.plot_losses(str(metrics), str(tmp_path / "loss.png"))
   assert (tmp_path / "loss.png").exists()
   assert not [w for w in recwarn if "log-scaled" in str(w.message)]
 
@@ -383,30 +397,30 @@ def test_atomic_output_is_complete_or_untouched(tmp_path, monkeypatch):
   path = tmp_path / "out.bin"
   umask = os.umask(0o022)
   os.umask(umask)
-  with cluster.atomic_output(str(path)) as tmp:
+  with files.atomic_output(str(path)) as tmp:
     assert os.path.dirname(tmp) == str(tmp_path) and not path.exists()
     open(tmp, "wb").write(b"new")
   assert path.read_bytes() == b"new" and _hidden(tmp_path) == []
   assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
   os.chmod(path, 0o640)
-  with cluster.atomic_output(str(path)) as tmp:  # a replacement keeps the old permissions
+  with files.atomic_output(str(path)) as tmp:  # a replacement keeps the old permissions
     open(tmp, "wb").write(b"newer")
   assert path.read_bytes() == b"newer" and os.stat(path).st_mode & 0o777 == 0o640
 
-  with pytest.raises(RuntimeError, match="broken"), cluster.atomic_output(str(path)) as tmp:
+  with pytest.raises(RuntimeError, match="broken"), files.atomic_output(str(path)) as tmp:
     open(tmp, "wb").write(b"part")
     raise RuntimeError("broken writer")
   assert path.read_bytes() == b"newer" and _hidden(tmp_path) == []
 
   late = tmp_path / "late.bin"
   with pytest.raises(FileExistsError, match="pass --overwrite"):
-    with cluster.atomic_output(str(late), overwrite=False) as tmp:
+    with files.atomic_output(str(late), overwrite=False) as tmp:
       open(tmp, "wb").write(b"ours")
       late.write_bytes(b"theirs")  # another process wrote it meanwhile: never clobbered
   assert late.read_bytes() == b"theirs" and _hidden(tmp_path) == []
 
   monkeypatch.setattr(os, "statvfs", lambda p: os.statvfs_result((4096,) * 2 + (0,) * 8))
-  with pytest.raises(cluster.WriteError) as e, cluster.atomic_output(str(path)) as tmp:
+  with pytest.raises(errors.WriteError) as e, files.atomic_output(str(path)) as tmp:
     raise OSError("65536 requested and 44968 written")  # a short write: no errno, no space
   assert str(e.value) == f"could not write {path}: No space left on device"
   assert path.read_bytes() == b"newer" and _hidden(tmp_path) == []

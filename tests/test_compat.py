@@ -8,7 +8,9 @@ import shutil
 
 import numpy as np
 
-from n2v_jax import predict, train
+from n2v_jax.inference import predictor
+from n2v_jax.training import trainer
+from n2v_jax.inference.options import PredictOptions
 from tests.helpers import REPO, tiny_config
 
 FIXTURE = os.path.join(REPO, "tests", "data", "workdir_jax0.10.2")
@@ -24,7 +26,8 @@ def test_old_workdir_predicts_as_it_did(tmp_path):
   workdir = _copy(tmp_path)
   probe = np.load(os.path.join(FIXTURE, "probe_input.npy"))
   expected = np.load(os.path.join(FIXTURE, "probe_output.npy"))
-  out = predict.predict_image(predict.load_predictor(str(workdir)), probe, tile=0)
+  out = predictor.predict_image(predictor.load_predictor(str(workdir)), probe,
+                                PredictOptions(tile=0))
   assert out.shape == expected.shape
   # Other XLA versions round differently; the weights and the network are the same.
   np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
@@ -36,7 +39,7 @@ def test_old_workdir_resumes(tmp_path):
   config = tiny_config()
   config.train.keep_checkpoints = 1
   config.train.num_steps = 8  # a resumable change: continue the old run by 2 steps
-  train.train_and_evaluate(config, str(workdir))
+  trainer.train_and_evaluate(config, str(workdir))
   rows = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
   assert [r["step"] for r in rows] == [2, 4, 6, 8]
   assert np.isfinite(rows[-1]["train_loss"])

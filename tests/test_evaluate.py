@@ -10,7 +10,11 @@ import numpy as np
 import pytest
 import tifffile
 
-from n2v_jax import evaluate, predict, synthetic, train
+from n2v_jax.data import synthetic
+from n2v_jax.inference import evaluation
+from n2v_jax.inference import predictor
+from n2v_jax.training import trainer
+from n2v_jax.inference.options import PredictOptions
 from tests.helpers import REPO, tiny_config
 
 
@@ -23,22 +27,22 @@ def tiny_set(tmp_path_factory):
     noisy, clean = synthetic.noisy_pair(i, (40 + 8 * i, 36), noise_sigma=0.1)
     tifffile.imwrite(d / "noisy" / f"im{i}.tif", (noisy[..., 0] * 255).astype(np.float32))
     tifffile.imwrite(d / "clean" / f"im{i}.tif", (clean[..., 0] * 255).round().astype(np.uint8))
-  train.train_and_evaluate(tiny_config(**{"train.num_steps": 2}), str(d / "w"))
+  trainer.train_and_evaluate(tiny_config(**{"train.num_steps": 2}), str(d / "w"))
   return d
 
 
 def test_scores_match_direct_computation(tiny_set, tmp_path):
   d = tiny_set
   out = tmp_path / "eval"
-  summary = evaluate.evaluate(str(d / "w"), str(d / "noisy"), str(d / "clean"), str(out),
-                              tta_modes=(False, True), tile=0)
+  summary = evaluation.evaluate(str(d / "w"), str(d / "noisy"), str(d / "clean"), str(out),
+                                tta_modes=(False, True), options=PredictOptions(tile=0))
   assert summary["images"] == 3 and summary["data_range"] == 255.0
-  pred = predict.load_predictor(str(d / "w"))
+  pred = predictor.load_predictor(str(d / "w"))
   psnrs = []
   for i in range(3):
     noisy = tifffile.imread(d / "noisy" / f"im{i}.tif")
     clean = tifffile.imread(d / "clean" / f"im{i}.tif").astype(np.float64)
-    den = predict.predict_image(pred, noisy[..., None], tile=0)[..., 0]
+    den = predictor.predict_image(pred, noisy[..., None], PredictOptions(tile=0))[..., 0]
     psnrs.append(10 * np.log10(255.0**2 / np.mean((clean - den) ** 2)))
   assert summary["mean"]["plain_psnr"] == pytest.approx(np.mean(psnrs), abs=1e-6)
   rows = list(csv.DictReader(open(out / "per_image.csv")))
@@ -48,21 +52,24 @@ def test_scores_match_direct_computation(tiny_set, tmp_path):
   saved = json.load(open(out / "evaluation.json"))
   assert saved["mean"]["tta_psnr"] == pytest.approx(summary["mean"]["tta_psnr"])
   with pytest.raises(FileExistsError, match="--overwrite"):
-    evaluate.evaluate(str(d / "w"), str(d / "noisy"), str(d / "clean"), str(out))
+    evaluation.evaluate(str(d / "w"), str(d / "noisy"), str(d / "clean"), str(out))
 
 
 def test_blend_is_scored_beside_the_network_alone(tiny_set):
   d = tiny_set
-  both = evaluate.evaluate(str(d / "w"), str(d / "noisy"), str(d / "clean"), tta_modes=(False,),
-                           tile=0, blend_modes=(False, True))
-  alone = evaluate.evaluate(str(d / "w"), str(d / "noisy"), str(d / "clean"), tta_modes=(False,),
-                            tile=0)  # auto: the model's config.predict.blend, False here
+  both = evaluation.evaluate(str(d / "w"), str(d / "noisy"), str(d / "clean"),
+                             tta_modes=(False,), blend_modes=(False, True),
+                             options=PredictOptions(tile=0))
+  alone = evaluation.evaluate(str(d / "w"), str(d / "noisy"), str(d / "clean"),
+                              tta_modes=(False,),  # auto: the model's config.predict.blend
+                              options=PredictOptions(tile=0))
   assert "plain_blend_psnr" not in alone["mean"]
   assert both["mean"]["plain_psnr"] == alone["mean"]["plain_psnr"]
-  pred = predict.load_predictor(str(d / "w"))
+  pred = predictor.load_predictor(str(d / "w"))
   noisy = tifffile.imread(d / "noisy" / "im1.tif")
   clean = tifffile.imread(d / "clean" / "im1.tif").astype(np.float64)
-  den = predict.predict_image(pred, noisy[..., None], tile=0, blend=True)[..., 0]
+  den = predictor.predict_image(pred, noisy[..., None],
+                                PredictOptions(tile=0, blend=True))[..., 0]
   psnr = 10 * np.log10(255.0**2 / np.mean((clean - den) ** 2))
   assert both["per_image"][1]["plain_blend_psnr"] == pytest.approx(psnr, abs=1e-6)
 
@@ -71,7 +78,7 @@ def test_unpaired_images_are_an_error(tiny_set, tmp_path):
   (tmp_path / "clean").mkdir()
   tifffile.imwrite(tmp_path / "clean" / "im0.tif", np.zeros((40, 36), np.uint8))
   with pytest.raises(ValueError, match="no clean partner"):
-    evaluate.evaluate(str(tiny_set / "w"), str(tiny_set / "noisy"), str(tmp_path / "clean"))
+    evaluation.evaluate(str(tiny_set / "w"), str(tiny_set / "noisy"), str(tmp_path / "clean"))
 
 
 def test_cli(tiny_set, tmp_path):

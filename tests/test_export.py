@@ -12,8 +12,17 @@ import numpy as np
 import pytest
 import yaml
 
-from n2v_jax import checkpoint, config_lib, data as data_lib, export, inference, models
-from n2v_jax import run_setup, steps, train
+from n2v_jax.bioimage import package
+from n2v_jax.bioimage import rdf
+from n2v_jax.data import dataset as dataset_lib
+from n2v_jax.inference import predictor
+from n2v_jax.nn import unet
+from n2v_jax.training import config as train_config
+from n2v_jax.training import session
+from n2v_jax.training import steps
+from n2v_jax.training import trainer
+from n2v_jax.workdir import checkpoint, model_meta, saved_config
+from n2v_jax.inference.options import PredictOptions
 from tests.helpers import REPO, noisy_stack, tiny_config, write_tiff
 
 onnxruntime = pytest.importorskip("onnxruntime")
@@ -38,15 +47,17 @@ CASES = {
 
 
 def _untrained_workdir(config, workdir: str) -> None:
-  """config.json, model.json and a checkpoint, as train.train_and_evaluate writes them, with
+  """config.json, model.json and a checkpoint, as trainer.train_and_evaluate writes them, with
   random parameters and batch statistics away from (0, 1), so that folding matters. Drawn
   in NumPy into the state's shapes (jax.eval_shape): compiling the init of the 3D N2V2
   U-Net alone takes ~20 s here."""
-  config_lib.validate(config)
-  dataset = data_lib.load(config.data, config.seed, models.divisor(config.model.depth))
-  model = models.make_model(config.model, dataset.in_channels)
-  run_setup.write_run_files(workdir, config, dataset, {"devices": 1})
-  abstract = jax.eval_shape(run_setup.init_fn(model, steps.make_optimizer(config.opt), dataset),
+  train_config.validate(config)
+  dataset = dataset_lib.load(config.data, config.seed, unet.divisor(config.model.depth))
+  model = unet.make_model(config.model, dataset.in_channels)
+  os.makedirs(workdir, exist_ok=True)
+  saved_config.write(workdir, config, {"devices": 1})
+  model_meta.ModelMeta.from_run(config, dataset).write(workdir)
+  abstract = jax.eval_shape(session.init_fn(model, steps.make_optimizer(config.opt), dataset),
                             jax.random.key(0))
   rng = np.random.default_rng(0)
 
@@ -81,10 +92,10 @@ def packages(tmp_path_factory):
                           "data.axes": axes})
       config = tiny_config(**{"train.num_steps": 2, "data.val_fraction": 0.0, **overrides})
       if trained:
-        train.train_and_evaluate(config, str(d / "w"))
+        trainer.train_and_evaluate(config, str(d / "w"))
       else:
         _untrained_workdir(config, str(d / "w"))
-      result = export.export_bioimageio(str(d / "w"), str(d / "model.zip"), authors=["A Tester"])
+      result = package.export_bioimageio(str(d / "w"), str(d / "model.zip"), authors=["A Tester"])
       made[case] = str(d / "w"), result["output"]
     return made[case]
   return get
@@ -122,8 +133,9 @@ def _consumer_predict(zip_path: str, x_BC: np.ndarray) -> np.ndarray:
 
 
 def _n2v_jax_predict(pred, x_BC: np.ndarray) -> np.ndarray:
-  return np.stack([np.moveaxis(inference.predict_image(pred, np.moveaxis(x, 0, -1), tile=0),
-                               -1, 0) for x in x_BC])
+  whole = PredictOptions(tile=0)
+  return np.stack([np.moveaxis(predictor.predict_image(pred, np.moveaxis(x, 0, -1), whole), -1, 0)
+                   for x in x_BC])
 
 
 def _relative_error(actual, expected) -> float:
@@ -133,7 +145,7 @@ def _relative_error(actual, expected) -> float:
 @pytest.mark.parametrize("case", list(CASES))
 def test_onnx_reproduces_n2v_jax_on_test_input_and_other_sizes(packages, case):
   workdir, zip_path = packages(case)
-  pred = inference.load_predictor(workdir)
+  pred = predictor.load_predictor(workdir)
   x, expected = _npy(zip_path, "test_input.npy"), _npy(zip_path, "test_output.npy")
   nd = len(pred.spatial_axes)
   assert x.shape == expected.shape and x.shape[:2] == (1, pred.in_channels) and x.ndim == nd + 2
@@ -161,7 +173,7 @@ def test_package_contents(packages, case):
           "README.md", "config.json", "model.json"} <= names
   rdf = yaml.safe_load(_member(zip_path, "rdf.yaml"))
   assert rdf["format_version"].startswith("0.5.") and rdf["type"] == "model"
-  pred = inference.load_predictor(workdir)
+  pred = predictor.load_predictor(workdir)
   out_axes = [a for a in rdf["outputs"][0]["axes"] if a["type"] == "space"]
   assert [a["id"] for a in out_axes] == list(pred.spatial_axes.lower())
   assert all(a["halo"] == pred.halo for a in out_axes)
@@ -171,8 +183,8 @@ def test_package_contents(packages, case):
   dois = [c["doi"] for c in rdf["cite"]]
   readme = _member(zip_path, "README.md").decode()
   assert "10.1109/CVPR.2019.00223" in dois and "Krull" in readme
-  assert ("10.48550/arXiv.2211.08512" in dois) == pred.meta["model"]["n2v2"]
-  assert ("Hoeck" in readme) == pred.meta["model"]["n2v2"]
+  assert ("10.48550/arXiv.2211.08512" in dois) == pred.meta.n2v2
+  assert ("Hoeck" in readme) == pred.meta.n2v2
   assert _member(zip_path, "model.json") == open(os.path.join(workdir, "model.json"), "rb").read()
   assert _member(zip_path, "cover.png")[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -190,13 +202,13 @@ def test_package_passes_the_bioimageio_validator(packages, case):
 def test_bad_inputs_write_nothing(packages, tmp_path):
   workdir, zip_path = packages("2d_n2v")
   with pytest.raises(FileNotFoundError, match="no such workdir"):
-    export.export_bioimageio(str(tmp_path / "nope"), str(tmp_path / "a.zip"))
+    package.export_bioimageio(str(tmp_path / "nope"), str(tmp_path / "a.zip"))
   existing = tmp_path / "exists.zip"
   existing.write_bytes(b"keep me")
   with pytest.raises(FileExistsError, match="--overwrite"):
-    export.export_bioimageio(workdir, str(existing))
+    package.export_bioimageio(workdir, str(existing))
   with pytest.raises(ValueError, match="--name"):
-    export.export_bioimageio(workdir, str(tmp_path / "b.zip"), name="bad/name")
+    package.export_bioimageio(workdir, str(tmp_path / "b.zip"), name="bad/name")
   assert existing.read_bytes() == b"keep me"
   assert sorted(os.listdir(tmp_path)) == ["exists.zip"]
 
@@ -235,11 +247,11 @@ def test_cli(packages, tmp_path):
 
 def test_test_input_from_a_file_is_cropped_and_padded(packages, tmp_path):
   workdir, _ = packages("2d_n2v2_3ch_bilinear")
-  pred = inference.load_predictor(workdir)
-  _, min_size, _ = export.size_constraints(pred)
+  pred = predictor.load_predictor(workdir)
+  _, min_size, _ = rdf.size_constraints(pred)
   image = noisy_stack(5, (3, min_size + 2, min_size - 2))
   path = write_tiff(tmp_path / "test.tif", image, "CYX")
-  export.export_bioimageio(workdir, str(tmp_path / "m.zip"), test_input=path)
+  package.export_bioimageio(workdir, str(tmp_path / "m.zip"), test_input=path)
   x = _npy(str(tmp_path / "m.zip"), "test_input.npy")
   assert x.shape == (1, 3, min_size, min_size)  # Y cropped (centred), X reflect-padded
   np.testing.assert_array_equal(x[0, :, :, :min_size - 2], image[:, 1:min_size + 1])

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import tifffile
 
-from n2v_jax import batch, data as data_lib, fields, predict, sources, tiff_io, train
+from n2v_jax.data import sources
+from n2v_jax.inference import folders
+from n2v_jax.inference import paths
+from n2v_jax.inference import predictor
+from n2v_jax.io import fields
+from n2v_jax.io import tiff
+from n2v_jax.training import trainer
+from n2v_jax.inference.options import PredictOptions
 from tests.helpers import noisy_stack, tiny_config
 
 
@@ -66,7 +73,7 @@ def test_custom_pattern_and_errors(tmp_path):
 def test_read_field_rejects_mixed_shapes(tmp_path):
   tifffile.imwrite(tmp_path / _phenix(1, 1, 1, 1), np.zeros((32, 32), np.uint16))
   tifffile.imwrite(tmp_path / _phenix(1, 1, 1, 2), np.zeros((32, 40), np.uint16))
-  (field,), _, _ = fields.group_fields(tiff_io.list_images(str(tmp_path)), "phenix")
+  (field,), _, _ = fields.group_fields(tiff.list_images(str(tmp_path)), "phenix")
   with pytest.raises(ValueError, match=r"shape \(32, 40\).*differs"):
     fields.read_field(field)
 
@@ -96,24 +103,22 @@ def test_train_and_batch_denoise_a_phenix_plate(tmp_path):
                        "data.patch_shape": (16, 16), "train.num_steps": 2,
                        "data.val_fraction": 0.0})
   with pytest.raises(ValueError, match="channel\\(s\\) 3 missing"):  # training is strict
-    train.train_and_evaluate(cfg, str(tmp_path / "w"))
+    trainer.train_and_evaluate(cfg, str(tmp_path / "w"))
   good_dir = tmp_path / "good"
   good_dir.mkdir()
   for name in written:
     if os.path.exists(tmp_path / "plate" / name) and not name.startswith("r01c02f02"):
       os.link(tmp_path / "plate" / name, good_dir / name)
   cfg.data.path = str(good_dir)
-  train.train_and_evaluate(cfg, str(tmp_path / "w"))
-  meta = predict.load_predictor(str(tmp_path / "w")).meta
-  assert meta["channel_names"] == ["DNA", "RNA", "AGP"]
+  trainer.train_and_evaluate(cfg, str(tmp_path / "w"))
+  meta = predictor.load_predictor(str(tmp_path / "w")).meta
+  assert meta.channel_names == ("DNA", "RNA", "AGP")
 
   # batch: the pattern and channel order come from the workdir's config
   out = tmp_path / "out"
-  summaries = []
-  with pytest.raises(ValueError, match="2 of 5 job"):
-    predict.predict_path(str(tmp_path / "w"), str(tmp_path / "plate"), str(out),
-                         summary_out=summaries)
-  summary = summaries[0]
+  with pytest.raises(ValueError, match="2 of 5 job") as failure:
+    paths.predict_path(str(tmp_path / "w"), str(tmp_path / "plate"), str(out))
+  summary = failure.value.summary
   failed = {r.name: r.reason for r in summary.failed}
   assert "channel(s) 3 missing" in failed["r01c02f02p01-ch*sk1fk1fl1.tiff"]
   assert "does not match the channel pattern" in failed["thumbnail.tif"]
@@ -121,10 +126,11 @@ def test_train_and_batch_denoise_a_phenix_plate(tmp_path):
   expected = sorted(n for n in written if not n.startswith("r01c02f02"))
   assert done == expected == sorted(f for f in os.listdir(out) if f.endswith(".tiff"))
   for name in expected:  # each output is the single-channel file it came from
-    img = tiff_io.read_image(str(out / name))
+    img = tiff.read_image(str(out / name))
     assert img.data.shape == written[name].shape and img.data.dtype == np.float32
     assert not np.allclose(img.data, written[name])
-  again = batch.denoise_folder(predict.load_predictor(str(tmp_path / "w")), str(tmp_path / "plate"),
-                               str(out), pattern="phenix", channels=(5, 3, 2), progress=False,
-                               dtype="input")
+  again = folders.denoise_folder(
+      predictor.load_predictor(str(tmp_path / "w")), str(tmp_path / "plate"), str(out),
+      PredictOptions(channel_pattern="phenix", channels=(5, 3, 2), progress=False,
+                     dtype="input"))
   assert len(again.of("skipped")) == 3 and not again.of("done")

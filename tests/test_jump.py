@@ -7,8 +7,13 @@ import numpy as np
 import pytest
 import tifffile
 
-from configs import jump
-from n2v_jax import config_lib, data as data_lib, predict, sources, tiff_io, train
+from n2v_jax.data import sources
+from n2v_jax.inference import predictor
+from n2v_jax.io import tiff
+from n2v_jax.training import config as train_config
+from n2v_jax.training import trainer
+from n2v_jax.configs import jump
+from n2v_jax.inference.options import PredictOptions
 from tests.helpers import data_root, noisy_stack, tiny_config, write_tiff
 
 JUMP_FIELD = os.path.join(data_root(), "microscopy", "jump_cpg0000_BR00117006_A01_s1")
@@ -29,7 +34,7 @@ def _shrink(config, **overrides):
 @pytest.mark.parametrize("source", jump.SOURCES)
 def test_jump_config_is_valid(source):
   config = jump.get_config(source)
-  config_lib.validate(config)
+  train_config.validate(config)
   assert config.data.normalization == "percentile" and config.data.transform == "anscombe"
   assert config.model.n2v2 and config.mask.strategy == "median"
   assert config.mask.channel_mode == "independent" and not config.model.independent_channels
@@ -52,7 +57,7 @@ def test_train_on_folder_of_hyperstacks_shared_masks_independent_channels(tmp_pa
   config = _shrink(jump.get_config("folder"), **{
       "data.path": str(folder), "mask.channel_mode": "shared",
       "model.independent_channels": True, "data.percentiles": (1.0, 99.0)})
-  summary = train.train_and_evaluate(config, str(tmp_path / "w"))
+  summary = trainer.train_and_evaluate(config, str(tmp_path / "w"))
   assert summary["steps"] == config.train.num_steps
   meta = json.load(open(tmp_path / "w" / "model.json"))
   assert meta["normalization"] == "percentile" and meta["channel_names"] == ["DNA", "ER", "RNA", "Mito"]
@@ -65,8 +70,8 @@ def test_train_on_folder_of_hyperstacks_shared_masks_independent_channels(tmp_pa
   assert meta["std"][0] < 2000 and all(np.isfinite(meta["mean"]))
   rows = [json.loads(l) for l in open(tmp_path / "w" / "metrics.jsonl")]
   assert all(np.isfinite(r["train_loss"]) for r in rows)
-  out = predict.predict_image(predict.load_predictor(str(tmp_path / "w")),
-                              noisy_stack(5, (40, 40, 4)), tile=0)
+  out = predictor.predict_image(predictor.load_predictor(str(tmp_path / "w")),
+                                noisy_stack(5, (40, 40, 4)), PredictOptions(tile=0))
   assert np.isfinite(out).all()
 
 
@@ -75,8 +80,8 @@ def test_train_on_one_scyx_stack(tmp_path):
   config = _shrink(jump.get_config("stack"), **{"data.path": path, "data.axes": "SCYX"})
   raw = sources.open_source(config.data, 0)
   assert len(raw) == 3 and raw.sample(0).shape == (32, 32, 4)
-  train.train_and_evaluate(config, str(tmp_path / "w"))
-  assert predict.load_predictor(str(tmp_path / "w")).in_channels == 4
+  trainer.train_and_evaluate(config, str(tmp_path / "w"))
+  assert predictor.load_predictor(str(tmp_path / "w")).in_channels == 4
 
 
 def test_folder_with_mixed_channel_counts_is_a_clear_error(tmp_path):
@@ -86,13 +91,13 @@ def test_folder_with_mixed_channel_counts_is_a_clear_error(tmp_path):
   write_tiff(folder / "b.tif", noisy_stack(1, (5, 32, 32)), "CYX")
   config = _shrink(jump.get_config("folder"), **{"data.path": str(folder)})
   with pytest.raises(ValueError, match="b.tif: 5 channels, but .*a.tif has 3"):
-    train.train_and_evaluate(config, str(tmp_path / "w"))
+    trainer.train_and_evaluate(config, str(tmp_path / "w"))
   assert not (tmp_path / "w").exists()
 
 
 @pytest.mark.skipif(not os.path.isdir(JUMP_FIELD), reason=f"JUMP sample data not found at {JUMP_FIELD}")
 def test_raw_phenix_lzw_files_group_into_the_hyperstack():
   orig = sources.open_source(jump.get_config("orig").data, 0)
-  stack = tiff_io.read_image(jump.get_config().data.path)
+  stack = tiff.read_image(jump.get_config().data.path)
   assert orig.channel_names == stack.channel_names == ["DNA", "RNA", "AGP"]
   np.testing.assert_array_equal(orig.sample(0), np.moveaxis(stack.data, 0, -1).astype(np.float32))

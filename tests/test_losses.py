@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from n2v_jax.losses import LOSSES, masked_mae, masked_mse
+from n2v_jax.nn.losses import LOSSES, masked_mae, masked_mse
 
 
 def test_known_values():

@@ -6,8 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from n2v_jax.masking import (CHANNEL_MODES, STRATEGIES, _channel_coords, grid_edge, mask_image,
-                             num_cells, stratified_coords)
+from n2v_jax.choices import CHANNEL_MODES, STRATEGIES
+from n2v_jax.nn.masking import (_channel_coords, grid_edge, mask_image,
+                                num_cells, stratified_coords)
 
 KEY = jax.random.key(0)
 

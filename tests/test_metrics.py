@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from n2v_jax.metrics import psnr, psnr_clean_range, psnr_fixed_range, ssim
+from n2v_jax.inference.metrics import psnr, psnr_clean_range, psnr_fixed_range, ssim
 
 
 def _image(shape=(48, 40), seed=0):

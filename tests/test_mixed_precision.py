@@ -6,7 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from n2v_jax import data as data_lib, models, sources, steps
+from n2v_jax.data import dataset as dataset_lib
+from n2v_jax.data import sources
+from n2v_jax.nn import unet
+from n2v_jax.training import steps
 from tests.helpers import tiny_config
 
 
@@ -14,8 +17,8 @@ def _two_steps(dtype):
   config = tiny_config(**{"model.dtype": dtype})
   raw = sources.open_source(config.data, config.seed)
   patch = tuple(config.data.patch_shape)
-  ds = data_lib.build_dataset(config.data, raw, patch, config.seed)
-  model, tx = models.make_model(config.model, ds.in_channels), steps.make_optimizer(config.opt)
+  ds = dataset_lib.build_dataset(config.data, raw, patch, config.seed)
+  model, tx = unet.make_model(config.model, ds.in_channels), steps.make_optimizer(config.opt)
   state = steps.create_train_state(jax.random.key(0), model, tx, (1, *patch, ds.in_channels))
   fn = jax.jit(functools.partial(steps.train_step, model=model, tx=tx,
                                  spec=steps.step_spec(config, patch), opt_cfg=config.opt,

@@ -1,4 +1,4 @@
-"""Tests for n2v_jax.models: shapes, N2V2, residual, independent channels, BatchNorm,
+"""Tests for n2v_jax.nn.unet and nn.conv: shapes, N2V2, residual, independent channels, BatchNorm,
 mixed precision, receptive field (empirical), input validation."""
 
 import os
@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from n2v_jax import models
-from n2v_jax.models import (UNet, _receptive_field_extent, _upsample_bilinear, apply_model,
-                            divisor, make_model, max_blur_pool, receptive_field_radius)
+from n2v_jax.nn import conv
+from n2v_jax.nn import unet
+from n2v_jax.nn.unet import (UNet, _receptive_field_extent, _upsample_bilinear, apply_model,
+                             divisor, make_model, max_blur_pool, receptive_field_radius)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -246,7 +247,7 @@ def test_bfloat16_compute_float32_params_and_output():
 
 
 @pytest.mark.parametrize("n2v2,up,extent", [(False, "nearest", 23), (True, "nearest", 26),
-                                           (False, "bilinear", 26), (True, "bilinear", 29)])
+                                            (False, "bilinear", 26), (True, "bilinear", 29)])
 def test_receptive_field_empirical(n2v2, up, extent):
   depth, k = 2, 3
   cfg = _cfg(depth=depth, kernel_size=k, n2v2=n2v2, upsampling=up)
@@ -354,11 +355,11 @@ def test_bad_input_rank_and_kernel_raise():
 def test_auto_batch_chunks_follow_the_cpu_vendor(monkeypatch, vendor, slices, minimum):
   # 0 = auto: the slices and minimum slice size measured for the CPU vendor; an explicit
   # count is kept as given.
-  monkeypatch.setattr(models, "cpu_vendor", lambda: vendor)
-  assert models.batch_chunks_of(_cfg(batch_chunks=0)) == (slices, minimum)
-  assert models.batch_chunks_of(_cfg(batch_chunks=3)) == (3, 0)
+  monkeypatch.setattr(conv, "cpu_vendor", lambda: vendor)
+  assert conv.batch_chunks_of(_cfg(batch_chunks=0)) == (slices, minimum)
+  assert conv.batch_chunks_of(_cfg(batch_chunks=3)) == (3, 0)
   with pytest.raises(ValueError, match="batch_chunks=-1"):
-    models.batch_chunks_of(_cfg(batch_chunks=-1))
+    conv.batch_chunks_of(_cfg(batch_chunks=-1))
   model = make_model(_cfg(batch_chunks=0), 1)
   assert (model.batch_chunks, model.min_slice_voxels) == (slices, minimum)
 
@@ -366,28 +367,28 @@ def test_auto_batch_chunks_follow_the_cpu_vendor(monkeypatch, vendor, slices, mi
 def test_slice_count():
   amd = 8 * 64 * 64
   # training batches of 64x64 patches on AMD: slices of >= 8 patches, at least 2
-  assert [models.slice_count(8, amd, (b, 64, 64, 1)) for b in (1, 4, 8, 16, 32, 64, 128, 256)] \
+  assert [conv.slice_count(8, amd, (b, 64, 64, 1)) for b in (1, 4, 8, 16, 32, 64, 128, 256)] \
       == [1, 2, 2, 2, 4, 8, 8, 8]
-  assert models.slice_count(8, amd, (12, 64, 64, 1)) == 2  # a divisor of the batch
-  assert models.slice_count(8, amd, (16, 16, 64, 64, 1)) == 8  # 3D patches are large
-  assert models.slice_count(8, amd, (8, 568, 568, 1)) == 8  # prediction tiles (TTA)
+  assert conv.slice_count(8, amd, (12, 64, 64, 1)) == 2  # a divisor of the batch
+  assert conv.slice_count(8, amd, (16, 16, 64, 64, 1)) == 8  # 3D patches are large
+  assert conv.slice_count(8, amd, (8, 568, 568, 1)) == 8  # prediction tiles (TTA)
   # elsewhere: slices of >= 4 patches, but at least 8 (a quarter of the 32 asked)
   intel = 4 * 64 * 64
-  assert [models.slice_count(32, intel, (b, 64, 64, 1))
+  assert [conv.slice_count(32, intel, (b, 64, 64, 1))
           for b in (1, 4, 8, 12, 16, 32, 64, 128, 256)] == [1, 4, 8, 4, 8, 8, 16, 32, 32]
-  assert models.slice_count(32, intel, (4, 16, 64, 64, 1)) == 4  # 3D patches are large
-  assert models.slice_count(32, intel, (32, 312, 312, 1)) == 32  # prediction tiles
+  assert conv.slice_count(32, intel, (4, 16, 64, 64, 1)) == 4  # 3D patches are large
+  assert conv.slice_count(32, intel, (32, 312, 312, 1)) == 32  # prediction tiles
   # no minimum: gcd(chunks, batch), as before
-  assert [models.slice_count(8, 0, (b, 64, 64, 1)) for b in (1, 4, 12, 16, 128)] \
+  assert [conv.slice_count(8, 0, (b, 64, 64, 1)) for b in (1, 4, 12, 16, 128)] \
       == [1, 4, 4, 8, 8]
   for b in range(1, 70):
     for chunks in (1, 2, 3, 4, 8):
-      k = models.slice_count(chunks, amd, (b, 32, 32, 2))
+      k = conv.slice_count(chunks, amd, (b, 32, 32, 2))
       assert b % k == 0 and chunks % k == 0 and k >= 1
 
 
 def test_cpu_vendor_reads_proc_cpuinfo():
-  vendor = models.cpu_vendor()
+  vendor = conv.cpu_vendor()
   assert isinstance(vendor, str)
   if os.path.exists("/proc/cpuinfo"):
     assert vendor and vendor in open("/proc/cpuinfo").read()
@@ -402,7 +403,7 @@ def test_batch_chunks_change_speed_not_results(batch_norm):
   # 8 slices asked, at least 2 x 16 x 16 voxels each: 4 slices of the batch of 8
   four = UNet(out_channels=2, features=4, batch_norm=batch_norm, batch_chunks=8,
               min_slice_voxels=2 * 16 * 16)
-  assert models.slice_count(8, 2 * 16 * 16, x.shape) == 4
+  assert conv.slice_count(8, 2 * 16 * 16, x.shape) == 4
   variables = _init(one, x)
 
   def run(model):
@@ -432,7 +433,7 @@ def test_batch_chunks_change_speed_not_results(batch_norm):
 def test_max_pool2_equals_flax_max_pool(ndim):
   x = _x((2,) + (4,) * (ndim - 1) + (6, 3))
   ref = nn.max_pool(x, (2,) * ndim, strides=(2,) * ndim, padding="VALID")
-  np.testing.assert_array_equal(np.asarray(models._max_pool2(x)), np.asarray(ref))
+  np.testing.assert_array_equal(np.asarray(unet._max_pool2(x)), np.asarray(ref))
 
 
 @pytest.mark.parametrize("ndim,independent", [(2, False), (3, False), (2, True)])
@@ -449,13 +450,13 @@ def test_fold_batch_norm_keeps_the_output(ndim, independent):
   stats = {k: {"mean": rand(v["mean"], -1, 1), "var": rand(v["var"], 0.2, 3.0)}
            for k, v in variables["batch_stats"].items()}
   variables = {"params": params, "batch_stats": stats}
-  folded_model, folded = models.fold_batch_norm(model, variables)
+  folded_model, folded = unet.fold_batch_norm(model, variables)
   assert not folded_model.batch_norm and "batch_stats" not in folded
   assert not any("_bn" in k for k in folded["params"])
   want = model.apply(variables, x, train=False)
-  got = models.apply_model(folded_model, folded, x, train=False)
+  got = unet.apply_model(folded_model, folded, x, train=False)
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-4)
-  assert models.fold_batch_norm(folded_model, folded)[1] is folded  # nothing left to fold
+  assert unet.fold_batch_norm(folded_model, folded)[1] is folded  # nothing left to fold
 
 
 @pytest.mark.parametrize("ndim,slices,groups", [(2, 1, 1), (2, 2, 1), (3, 1, 1), (3, 2, 1),
@@ -463,18 +464,18 @@ def test_fold_batch_norm_keeps_the_output(ndim, independent):
 def test_conv_equals_flax_conv_of_the_concatenation(ndim, slices, groups):
   skip, up = _x((2,) + (6,) * ndim + (4,), seed=1), _x((2,) + (6,) * ndim + (6,), seed=2)
   joint = jnp.concatenate([skip, up], axis=-1)
-  conv = nn.Conv(4, (3,) * ndim, padding="SAME", feature_group_count=groups,
-                 kernel_init=nn.initializers.he_normal())
-  ours = models.Conv(4, (3,) * ndim, groups)
+  flax_conv = nn.Conv(4, (3,) * ndim, padding="SAME", feature_group_count=groups,
+                      kernel_init=nn.initializers.he_normal())
+  ours = conv.Conv(4, (3,) * ndim, groups)
   parts = [skip, up] if groups == 1 else joint  # grouped convs take one input
   key = jax.random.key(3)
-  want_vars = conv.init(key, joint)
+  want_vars = flax_conv.init(key, joint)
   # The same parameters, drawn the same: workdirs and seeds give what they gave before.
   jax.tree.map(np.testing.assert_array_equal, ours.init(key, parts), want_vars)
   want_vars = jax.tree.map(lambda a: a + 0.1, want_vars)  # a nonzero bias
-  want = conv.apply(want_vars, joint)
-  got = models.chunked_conv(lambda p: ours.apply(want_vars, p), parts, slices)
+  want = flax_conv.apply(want_vars, joint)
+  got = conv.chunked_conv(lambda p: ours.apply(want_vars, p), parts, slices)
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
-  half = models.Conv(4, (3,) * ndim, groups, jnp.bfloat16).apply(want_vars, parts)
+  half = conv.Conv(4, (3,) * ndim, groups, jnp.bfloat16).apply(want_vars, parts)
   assert half.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(half, np.float32), np.asarray(want), rtol=0.05, atol=0.05)

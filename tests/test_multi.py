@@ -6,7 +6,9 @@ import jax
 import numpy as np
 import pytest
 
-from n2v_jax import multi, predict, train
+from n2v_jax.inference import predictor
+from n2v_jax.training import multi
+from n2v_jax.training import trainer
 from tests.helpers import tensorboard_events, tiny_config
 
 # Seeds and peak learning rates of the three models: two share a seed, two a rate.
@@ -22,7 +24,7 @@ def _configs(**overrides):
 
 
 def _leaves(workdir):
-  return [np.asarray(x) for x in jax.tree.leaves(predict.load_predictor(str(workdir)).variables)]
+  return [np.asarray(x) for x in jax.tree.leaves(predictor.load_predictor(str(workdir)).variables)]
 
 
 def test_vmapped_models_equal_separate_runs(tmp_path):
@@ -36,7 +38,7 @@ def test_vmapped_models_equal_separate_runs(tmp_path):
     for a, b in zip(_leaves(d), _leaves(m)):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
   for i, (config, d, s) in enumerate(zip(configs, dirs, summaries)):
-    alone = train.train_and_evaluate(config, str(tmp_path / f"alone{i}"))
+    alone = trainer.train_and_evaluate(config, str(tmp_path / f"alone{i}"))
     for a, b in zip(_leaves(d), _leaves(tmp_path / f"alone{i}")):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     assert s["psnr_denoised"] == pytest.approx(alone["psnr_denoised"], abs=1e-3)
@@ -70,7 +72,7 @@ def test_models_with_other_masking_equal_separate_runs(tmp_path):
   mapped = [tmp_path / f"map{i}" for i in range(len(configs))]
   multi.train_many(configs, [str(d) for d in mapped], mode="map")
   for i, (config, d, m) in enumerate(zip(configs, dirs, mapped)):
-    train.train_and_evaluate(config, str(tmp_path / f"alone{i}"))
+    trainer.train_and_evaluate(config, str(tmp_path / f"alone{i}"))
     for a, b, c in zip(_leaves(d), _leaves(tmp_path / f"alone{i}"), _leaves(m)):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
       np.testing.assert_allclose(c, b, rtol=1e-4, atol=1e-6)

@@ -9,7 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from n2v_jax import config_lib, data as data_lib, steps, train
+from n2v_jax.data import dataset as dataset_lib
+from n2v_jax.data import sampling
+from n2v_jax.training import config as train_config
+from n2v_jax.training import steps
+from n2v_jax.training import trainer
 from tests.helpers import REPO, noisy_stack, tiny_config, write_tiff
 
 OFFSET = 1000.0  # target = input + OFFSET: any misaligned crop or flip shows
@@ -26,8 +30,8 @@ def _dataset(tmp_path, algorithm="care", **overrides):
   inp, target = _pair_files(tmp_path)
   config = tiny_config(**{"algorithm": algorithm, "data.path": inp, "data.target_path": target,
                           **overrides})
-  config_lib.validate(config)
-  return data_lib.load(config.data, 0, 2, algorithm=algorithm), config
+  train_config.validate(config)
+  return dataset_lib.load(config.data, 0, 2, algorithm=algorithm), config
 
 
 def _assert_aligned(patches_2C, std):
@@ -39,12 +43,12 @@ def _assert_aligned(patches_2C, std):
 def test_device_patches_pair_input_and_target_at_the_same_place_and_flip(tmp_path):
   ds, _ = _dataset(tmp_path)
   assert ds.in_channels == 1 and ds.train_NSC.shape[-1] == 2
-  patches = data_lib.sample_batch(jax.random.key(0), jnp.asarray(ds.train_NSC),
+  patches = sampling.sample_batch(jax.random.key(0), jnp.asarray(ds.train_NSC),
                                   jnp.asarray(ds.train_sizes), ds.patch, 64, True)
   _assert_aligned(patches, ds.std)
   _assert_aligned(ds.val_inputs, ds.std)
   # the input half is what the n2v pipeline gives for the same file, bit for bit
-  n2v = data_lib.load(tiny_config(**{"data.path": str(tmp_path / "in.tif")}).data, 0, 2)
+  n2v = dataset_lib.load(tiny_config(**{"data.path": str(tmp_path / "in.tif")}).data, 0, 2)
   np.testing.assert_array_equal(ds.mean, n2v.mean)
   np.testing.assert_array_equal(ds.std, n2v.std)
   np.testing.assert_array_equal(ds.train_NSC[..., :1], n2v.train_NSC)
@@ -79,7 +83,7 @@ def test_pairs_are_scored_at_every_pixel_without_blind_spots(tmp_path):
 ])
 def test_config_errors(overrides, message):
   with pytest.raises(ValueError, match=message):
-    config_lib.validate(tiny_config(**overrides))
+    train_config.validate(tiny_config(**overrides))
 
 
 def test_targets_that_do_not_match_the_inputs(tmp_path):
@@ -88,7 +92,7 @@ def test_targets_that_do_not_match_the_inputs(tmp_path):
   config = tiny_config(**{"algorithm": "n2n", "data.path": inp,
                           "data.target_path": str(tmp_path / "small.tif")})
   with pytest.raises(ValueError, match="data.target_path=.*small.tif: shapes do not match"):
-    data_lib.load(config.data, 0, 2, algorithm="n2n")
+    dataset_lib.load(config.data, 0, 2, algorithm="n2n")
   with pytest.raises(ValueError, match="a separate validation set has no targets"):
     _dataset(tmp_path, **{"data.val_path": inp})
 
@@ -98,7 +102,7 @@ def test_synthetic_pairs_train_and_denoise(tmp_path, algorithm):
   config = tiny_config(**{"algorithm": algorithm, "train.num_steps": 40, "train.log_every": 20,
                           "train.eval_every": 20, "train.checkpoint_every": 40,
                           "opt.learning_rate": 3e-3, "model.features": 8})
-  summary = train.train_and_evaluate(config, str(tmp_path / "w"))
+  summary = trainer.train_and_evaluate(config, str(tmp_path / "w"))
   assert summary["psnr_denoised"] > summary["psnr_noisy"] + 3  # learns from its targets
   meta = json.load(open(tmp_path / "w" / "model.json"))
   assert meta["algorithm"] == algorithm and meta["in_channels"] == 1

@@ -15,16 +15,20 @@ from tests.helpers import REPO
 _SCRIPT = r"""
 import json, sys
 import jax, numpy as np
-from n2v_jax import predict, train
+from n2v_jax.inference import predictor
+from n2v_jax.inference.options import PredictOptions
+from n2v_jax.training import runtime, trainer
 from tests.helpers import tiny_config
 workdir = sys.argv[1]
 config = tiny_config(**{"train.batch_size": 8, "train.num_steps": 4, "train.checkpoint_every": 4,
                         "data.val_fraction": 0.0, "train.log_every": 1})
-# 1) One step of the step train.py builds, from the same state: on n devices the batch is
+# 1) One step of the step the trainer builds, from the same state: on n devices the batch is
 #    really partitioned (per-device patches (B/n, ...), gradients all-reduced).
 import functools
-from n2v_jax import data as data_lib, models, sources, steps
-devices, batch_sharding, replicated = train.shardings(config)
+from n2v_jax.data import dataset as data_lib, sources
+from n2v_jax.nn import unet as models
+from n2v_jax.training import steps
+devices, batch_sharding, replicated = runtime.shardings(config.train)
 raw = sources.open_source(config.data, config.seed)
 patch = tuple(config.data.patch_shape)
 ds = data_lib.build_dataset(config.data, raw, patch, config.seed)
@@ -46,17 +50,19 @@ print(json.dumps({"per_device_batch": f"f32[{8 // n},{patch[0]},{patch[1]},1]" i
                   "all_reduce": "all-reduce" in hlo,
                   "params_replicated": kernel.sharding.is_fully_replicated,
                   "params_devices": len(kernel.sharding.device_set)}))
-# 2) A whole training run through train.py.
-train.train_and_evaluate(config, workdir, stop_after=4)  # skips the final denoising
-variables = predict.load_predictor(workdir).variables
+# 2) A whole training run through the trainer.
+trainer.train_and_evaluate(config, workdir, stop_after=4)  # skips the final denoising
+variables = predictor.load_predictor(workdir).variables
 flat = jax.tree_util.tree_flatten_with_path(variables["params"])[0]
 np.savez(f"{workdir}/params.npz", **{jax.tree_util.keystr(k): np.asarray(x) for k, x in flat})
 # 3) Prediction: tiles spread over all devices, equal to the whole image in one call.
-pred = predict.load_predictor(workdir)
+pred = predictor.load_predictor(workdir)
 image = np.random.default_rng(3).normal(size=(61, 45, 1)).astype(np.float32)
 tile = 2 * pred.halo + 2 * pred.divisor
-np.savez(f"{workdir}_pred.npz", tiled=predict.predict_image(pred, image, tile=tile),
-         whole=predict.predict_image(pred, image, tile=0), n_devices=pred.n_devices)
+np.savez(f"{workdir}_pred.npz", tiled=predictor.predict_image(pred, image,
+                                                              PredictOptions(tile=tile)),
+         whole=predictor.predict_image(pred, image,
+                                       PredictOptions(tile=0)), n_devices=pred.n_devices)
 """
 
 

@@ -12,7 +12,10 @@ import jax
 import numpy as np
 import pytest
 
-from n2v_jax import checkpoint, loop, predict, train
+from n2v_jax import preemption
+from n2v_jax.inference import predictor
+from n2v_jax.training import trainer
+from n2v_jax.workdir import checkpoint
 from tests.helpers import REPO, tiny_config
 
 # Long enough that the signal lands mid-run; checkpoint_every above num_steps, so the only
@@ -27,7 +30,7 @@ def _command(workdir):
 
 
 def _params(workdir):
-  return jax.tree.leaves(predict.load_predictor(str(workdir)).variables)
+  return jax.tree.leaves(predictor.load_predictor(str(workdir)).variables)
 
 
 # The resume-equality half runs for SIGTERM only (what schedulers send); SIGINT takes the
@@ -44,7 +47,7 @@ def test_signal_checkpoints_and_resumes_exactly(tmp_path, signum, check_resume):
     time.sleep(0.2)  # training is under way once the first log line is written
   proc.send_signal(signum)
   out, err = proc.communicate(timeout=240)
-  assert proc.returncode == loop.exit_status(signum) == 128 + signum, err
+  assert proc.returncode == preemption.exit_status(signum) == 128 + signum, err
   assert "Traceback" not in err
   lines = [l for l in err.splitlines() if l.startswith(signal.Signals(signum).name)]
   assert len(lines) == 1 and "run the same command again to resume" in lines[0], err
@@ -59,7 +62,7 @@ def test_signal_checkpoints_and_resumes_exactly(tmp_path, signum, check_resume):
   assert r.returncode == 0, r.stderr
   assert f"Resuming from the checkpoint at step {stopped}." in r.stderr
   full = tmp_path / "full"
-  train.train_and_evaluate(tiny_config(**OVERRIDES), str(full))
+  trainer.train_and_evaluate(tiny_config(**OVERRIDES), str(full))
   for a, b in zip(_params(full), _params(workdir)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   steps = [json.loads(l)["step"] for l in open(metrics)]
@@ -68,8 +71,8 @@ def test_signal_checkpoints_and_resumes_exactly(tmp_path, signum, check_resume):
 
 def test_preemption_flag_stops_loop_in_process(tmp_path):
   """The loop's side without a real signal: a requested stop saves that step."""
-  with loop.Preemption() as p:
+  with preemption.Preemption() as p:
     p.signum = signal.SIGTERM  # as the handler would set it
-    result = train.train_and_evaluate(tiny_config(), str(tmp_path), preemption=p)
+    result = trainer.train_and_evaluate(tiny_config(), str(tmp_path), preemption=p)
   assert result == {"stopped_at": 1, "signal": signal.SIGTERM}
   assert checkpoint.latest_step(str(tmp_path)) == 1

@@ -1,4 +1,5 @@
-"""CPU virtual devices (n2v_jax.runtime): chosen before JAX starts, recorded in config.json."""
+"""CPU virtual devices (n2v_jax.training.runtime): chosen before JAX starts, recorded in
+config.json."""
 
 import json
 import os
@@ -7,7 +8,8 @@ import sys
 
 import pytest
 
-from n2v_jax import config_lib, runtime
+from n2v_jax.training import config as train_config
+from n2v_jax.training import runtime
 from tests.helpers import REPO, tiny_config
 
 
@@ -24,18 +26,18 @@ def test_auto_device_count_divides_the_batch_and_respects_the_memory_budget():
 
 def test_bad_cpu_devices_are_refused_with_the_field_named():
   with pytest.raises(ValueError, match="train.cpu_devices=-1"):
-    config_lib.validate(tiny_config(**{"train.cpu_devices": -1}))
+    train_config.validate(tiny_config(**{"train.cpu_devices": -1}))
   with pytest.raises(ValueError, match="divisible by train.cpu_devices=3"):
-    config_lib.validate(tiny_config(**{"train.cpu_devices": 3}))
+    train_config.validate(tiny_config(**{"train.cpu_devices": 3}))
 
 
 _SCRIPT = r"""
 import json, sys
-from n2v_jax import train
+from n2v_jax.training import trainer
 from tests.helpers import tiny_config
 config = tiny_config(**{"train.num_steps": 2, "train.log_every": 1, "train.eval_every": 1,
                         "train.cpu_devices": int(sys.argv[2])})
-train.train_and_evaluate(config, sys.argv[1], stop_after=2)
+trainer.train_and_evaluate(config, sys.argv[1], stop_after=2)
 import jax
 print(json.dumps({"devices": jax.device_count()}))
 """

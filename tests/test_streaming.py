@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 import tifffile
 
-from n2v_jax import data as data_lib, predict, sources, symmetry, tiff_io, train
+from n2v_jax.data import dataset as dataset_lib
+from n2v_jax.data import prefetch
+from n2v_jax.data import sources
+from n2v_jax.data import symmetry
+from n2v_jax.inference import predictor
+from n2v_jax.io import tiff
+from n2v_jax.training import trainer
 from tests.helpers import noisy_stack, tiny_config, write_tiff
 
 
@@ -22,7 +28,7 @@ def _stack(tmp_path, shape=(5, 40, 48), name="s.tif", seed=0):
 def _dataset(path, patch=(16, 16), seed=0, **overrides):
   config = tiny_config(**{"data.path": str(path), "data.streaming": True, **overrides})
   raw = sources.open_source(config.data, seed)
-  return data_lib.build_dataset(config.data, raw, patch, seed), config
+  return dataset_lib.build_dataset(config.data, raw, patch, seed), config
 
 
 def _crop(sample_YXC, origin, patch):
@@ -80,7 +86,7 @@ def test_images_chosen_in_proportion_to_patch_positions(tmp_path):
 
 def test_uncompressed_files_are_memory_mapped_not_loaded(tmp_path, monkeypatch):
   path = write_tiff(tmp_path / "big.tif", noisy_stack(0, (200, 64, 64)), "TYX")  # 3.3 MB
-  monkeypatch.setattr(data_lib, "STATS_PIXELS", 4096)
+  monkeypatch.setattr(dataset_lib, "STATS_PIXELS", 4096)
   tracemalloc.start()
   try:
     ds, _ = _dataset(path)
@@ -96,7 +102,7 @@ def test_uncompressed_files_are_memory_mapped_not_loaded(tmp_path, monkeypatch):
   np.save(npy, noisy_stack(1, (3, 32, 32)))
   ds, _ = _dataset(npy, **{"data.axes": "SYX"})
   assert isinstance(ds.source.store.files[0].data, np.memmap) and len(ds.source) == 3
-  img = tiff_io.read_image(path, lazy=True)
+  img = tiff.read_image(path, lazy=True)
   assert isinstance(img.data, np.memmap) and img.axes == "TYX"
 
 
@@ -110,7 +116,7 @@ def test_compressed_files_read_on_demand_with_lru_cache(tmp_path):
   ds, _ = _dataset(folder, **{"data.stream_cache_files": 2})
   store = ds.source.store
   assert all(f.data is None for f in store.files)
-  assert isinstance(tiff_io.read_image(folder / "0.tif", lazy=True).data, tiff_io.Unread)
+  assert isinstance(tiff.read_image(folder / "0.tif", lazy=True).data, tiff.Unread)
   full = np.concatenate(stacks)[..., None]  # samples in file order, as raw indexes them
   sampler = ds.sampler(8, True, seed=0)
   for step in range(6):
@@ -122,14 +128,14 @@ def test_small_data_gives_the_in_memory_statistics_and_validation(tmp_path):
   path, _ = _stack(tmp_path, shape=(6, 40, 48))
   ds, config = _dataset(path)
   raw = sources.open_source(config.data, 0)
-  ref = data_lib.build_dataset(config.data, raw, (16, 16), 0)
+  ref = dataset_lib.build_dataset(config.data, raw, (16, 16), 0)
   np.testing.assert_array_equal(ds.mean, ref.mean)
   np.testing.assert_array_equal(ds.std, ref.std)
   np.testing.assert_array_equal(ds.val_inputs, ref.val_inputs)
   # one image: its last rows are held out, read alone, and never trained on
   one = write_tiff(tmp_path / "one.tif", noisy_stack(3, (80, 48)), "YX")
   ds, config = _dataset(one, **{"data.val_fraction": 0.25})
-  ref = data_lib.build_dataset(config.data, sources.open_source(config.data, 0), (16, 16), 0)
+  ref = dataset_lib.build_dataset(config.data, sources.open_source(config.data, 0), (16, 16), 0)
   np.testing.assert_array_equal(ds.val_inputs, ref.val_inputs)
   assert ds.train.size.tolist() == [[60, 48]] and ds.val_inputs.shape[0] == 3
   corners = np.concatenate([ds.sampler(16, False, 0).draw(s)[1] for s in range(50)])
@@ -142,17 +148,18 @@ def test_subsampled_statistics_close_to_full_data(tmp_path):
   path = write_tiff(tmp_path / "g.tif", data, "TYX")
   ds, _ = _dataset(path, **{"data.val_fraction": 0.0})
   assert ds.train.size.prod(1).sum() > 16384  # really subsampled below
-  norm = data_lib.fit_normalizer(ds.train, (16, 16), "meanstd", (1.0, 99.0), 0,
-                                 max_pixels=16384)
+  norm = dataset_lib.fit_normalizer(ds.train, (16, 16), "meanstd", (1.0, 99.0), 0,
+                                    max_pixels=16384)
   mean, std = norm.mean, norm.std
   assert mean[0] == pytest.approx(data.mean(), rel=0.03)
   assert std[0] == pytest.approx(data.std(), rel=0.05)
-  norm = data_lib.fit_normalizer(ds.train, (16, 16), "percentile", (1.0, 99.0), 0,
-                                 max_pixels=16384)
+  norm = dataset_lib.fit_normalizer(ds.train, (16, 16), "percentile", (1.0, 99.0), 0,
+                                    max_pixels=16384)
   lo, width = norm.mean, norm.std
   p1, p99 = np.percentile(data, [1.0, 99.0])
   assert lo[0] == pytest.approx(p1, rel=0.1) and lo[0] + width[0] == pytest.approx(p99, rel=0.05)
-  again = data_lib.fit_normalizer(ds.train, (16, 16), "meanstd", (1.0, 99.0), 0, max_pixels=16384)
+  again = dataset_lib.fit_normalizer(ds.train, (16, 16), "meanstd", (1.0, 99.0), 0,
+                                     max_pixels=16384)
   assert again.mean[0] == mean[0]  # seeded
 
 
@@ -161,12 +168,12 @@ def test_streaming_training_resumes_exactly(tmp_path):
   config = tiny_config(**{"data.path": path, "data.streaming": True,
                           "train.data_parallel": False})  # one device: fast to compile
   full, split = tmp_path / "full", tmp_path / "split"
-  summary = train.train_and_evaluate(config, str(full))
+  summary = trainer.train_and_evaluate(config, str(full))
   assert summary["steps"] == 6 and "psnr_noisy" not in summary  # no ground truth
-  assert train.train_and_evaluate(config, str(split), stop_after=3) == {"stopped_at": 3}
-  train.train_and_evaluate(config, str(split))
-  a = predict.load_predictor(str(full)).variables
-  b = predict.load_predictor(str(split)).variables
+  assert trainer.train_and_evaluate(config, str(split), stop_after=3) == {"stopped_at": 3}
+  trainer.train_and_evaluate(config, str(split))
+  a = predictor.load_predictor(str(full)).variables
+  b = predictor.load_predictor(str(split)).variables
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   rows = [[json.loads(l) for l in open(w / "metrics.jsonl")] for w in (full, split)]
@@ -177,7 +184,7 @@ def test_streaming_training_resumes_exactly(tmp_path):
 
 def test_end_of_run_evaluation_reads_only_the_first_sample(tmp_path):
   config = tiny_config(**{"data.streaming": True})  # synthetic: clean ground truth known
-  ds = data_lib.build_dataset(config.data, sources.open_source(config.data, 0), (16, 16), 0)
+  ds = dataset_lib.build_dataset(config.data, sources.open_source(config.data, 0), (16, 16), 0)
   ref = sources.open_source(config.data, 0)
   noisy, clean = ds.evaluation_samples()
   np.testing.assert_array_equal(noisy[0], ref.sample(0))
@@ -191,7 +198,7 @@ def test_end_of_run_evaluation_reads_only_the_first_sample(tmp_path):
 
 def test_prefetcher_order_errors_and_close():
   seen = []
-  pf = data_lib.Prefetcher(lambda i: seen.append(i) or i * 10, 3, 8, depth=2)
+  pf = prefetch.Prefetcher(lambda i: seen.append(i) or i * 10, 3, 8, depth=2)
   assert [pf.get() for _ in range(5)] == [30, 40, 50, 60, 70]
   pf.close()
 
@@ -199,11 +206,11 @@ def test_prefetcher_order_errors_and_close():
     if i == 2:
       raise ValueError("x.tif: bad")
     return i
-  pf = data_lib.Prefetcher(boom, 0, 10)
+  pf = prefetch.Prefetcher(boom, 0, 10)
   assert [pf.get(), pf.get()] == [0, 1]
   with pytest.raises(ValueError, match="x.tif: bad"):
     pf.get()
-  pf = data_lib.Prefetcher(lambda i: i, 0, 10**6, depth=1)
+  pf = prefetch.Prefetcher(lambda i: i, 0, 10**6, depth=1)
   pf.close()  # a producer blocked on a full queue still ends
   assert not any(t.name == "n2v-prefetch" for t in threading.enumerate())
 
@@ -259,10 +266,10 @@ def test_nan_in_a_patch_names_the_file(tmp_path):
 def test_numpy_array_streams_like_a_file(tmp_path):
   stack = noisy_stack(2, (3, 40, 40))
   config = tiny_config(**{"data.streaming": True, "data.axes": "SYX"})
-  ds = data_lib.build_dataset(config.data, sources.open_source(config.data, 0, array=stack),
-                               (16, 16), 0)
-  ref = data_lib.build_dataset(config.data, sources.open_source(config.data, 0, array=stack),
-                               (16, 16), 0)
+  ds = dataset_lib.build_dataset(config.data, sources.open_source(config.data, 0, array=stack),
+                                 (16, 16), 0)
+  ref = dataset_lib.build_dataset(config.data, sources.open_source(config.data, 0, array=stack),
+                                  (16, 16), 0)
   np.testing.assert_array_equal(ds.val_inputs, ref.val_inputs)
   assert ds.source.name(1) == "the NumPy array[1]"
   with pytest.raises(ValueError, match="set data.axes"):
@@ -288,7 +295,8 @@ def test_grouped_channel_files_stream_like_in_memory(tmp_path):
            "data.channel_names": ("DNA", "AGP"), "data.stream_cache_files": 1}
   ds, config = _dataset(tmp_path / "plate", **group)
   ref_config = tiny_config(**{"data.path": str(tmp_path / "plate"), **group})
-  ref = data_lib.build_dataset(ref_config.data, sources.open_source(ref_config.data, 0), (16, 16), 0)
+  ref = dataset_lib.build_dataset(ref_config.data, sources.open_source(ref_config.data, 0),
+                                  (16, 16), 0)
   assert ds.channel_names == ["DNA", "AGP"] and ds.in_channels == 2 and len(ds.source) == 3
   assert ds.source.name(0).endswith("r01c01f01p01-ch*sk1fk1fl1.tiff")
   assert all(f.data is None for f in ds.source.store.files)  # decoded on demand, per field
@@ -315,9 +323,9 @@ def test_train_streams_grouped_fields(tmp_path):
   config = tiny_config(**{"data.path": str(tmp_path / "plate"), "data.streaming": True,
                           "data.channel_pattern": "phenix", "data.patch_shape": (16, 16),
                           "data.val_fraction": 0.0, "train.num_steps": 2})
-  train.train_and_evaluate(config, str(tmp_path / "w"))
-  meta = predict.load_predictor(str(tmp_path / "w")).meta
-  assert meta["channel_names"] == ["ch2", "ch5"] and meta["in_channels"] == 2
+  trainer.train_and_evaluate(config, str(tmp_path / "w"))
+  meta = predictor.load_predictor(str(tmp_path / "w")).meta
+  assert meta.channel_names == ("ch2", "ch5") and meta.in_channels == 2
 
 
 def test_several_patches_per_image_decode_fewer_files(tmp_path):

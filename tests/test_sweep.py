@@ -9,11 +9,11 @@ import sys
 import numpy as np
 import pytest
 
-from n2v_jax import sweep
+from n2v_jax.training import sweep
 from tests.helpers import REPO
 
 STUDY = '''
-from configs import test_tiny
+from n2v_jax.configs import test_tiny
 
 def get_config():
   config = test_tiny.get_config()

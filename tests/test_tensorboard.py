@@ -7,7 +7,10 @@ import shutil
 import numpy as np
 import pytest
 
-from n2v_jax import config_lib, tensorboard_log, train
+from n2v_jax.training import config as train_config
+from n2v_jax.training import tensorboard
+from n2v_jax.training import trainer
+from n2v_jax.workdir import saved_config
 from tests.helpers import tensorboard_events, tiny_config
 
 pytest.importorskip("tensorboard", reason="tensorboard (the event reader) is not installed")
@@ -20,7 +23,7 @@ def _metrics(workdir):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("tb") / "w"
-  train.train_and_evaluate(tiny_config(), str(workdir))  # logs and evaluates at 2, 4, 6
+  trainer.train_and_evaluate(tiny_config(), str(workdir))  # logs and evaluates at 2, 4, 6
   return workdir
 
 
@@ -49,7 +52,7 @@ def test_resume_shows_each_step_once(trained, tmp_path):
   shutil.copytree(trained, workdir)
   shutil.rmtree(workdir / "checkpoints" / "6")
   before, _ = tensorboard_events(workdir)
-  train.train_and_evaluate(tiny_config(), str(workdir))
+  trainer.train_and_evaluate(tiny_config(), str(workdir))
   after, images = tensorboard_events(workdir)
   rows = _metrics(workdir)
   assert [s for s, _ in after["loss/train"]] == [r["step"] for r in rows] == [2, 4, 6]
@@ -60,16 +63,16 @@ def test_resume_shows_each_step_once(trained, tmp_path):
 
 def test_switch_off_and_old_workdirs():
   assert tiny_config().train.tensorboard  # on by default
-  old = config_lib.to_dict(tiny_config())
+  old = saved_config.to_dict(tiny_config())
   del old["train"]["tensorboard"]  # a config.json written before the switch existed
-  assert config_lib.incompatible_changes(old, config_lib.to_dict(tiny_config())) == []
-  assert config_lib.with_added_fields(old)["train"]["tensorboard"] is False
+  assert train_config.incompatible_changes(old, saved_config.to_dict(tiny_config())) == []
+  assert saved_config.with_added_fields(old)["train"]["tensorboard"] is False
 
 
 def test_before_after_image_3d_multichannel():
   rng = np.random.default_rng(0)
   noisy = rng.normal(size=(4, 8, 10, 6)).astype(np.float32)  # Z, Y, X, C
-  image = tensorboard_log.before_after(noisy, noisy * 0)
-  rows = tensorboard_log.PREVIEW_CHANNELS
+  image = tensorboard.before_after(noisy, noisy * 0)
+  rows = tensorboard.PREVIEW_CHANNELS
   assert image.shape == (rows * 8 + (rows - 1) * 2, 2 * 10 + 2)
   assert 0 <= image.min() and image.max() <= 1

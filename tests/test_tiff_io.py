@@ -6,16 +6,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from n2v_jax import tiff_io
-from n2v_jax.tiff_io import (
-    Image,
-    from_canonical,
-    list_images,
-    read_image,
-    to_canonical,
-    validate_axes,
-    write_image,
-)
+from n2v_jax.io import tiff
+from n2v_jax.io.axes import from_canonical, to_canonical, validate_axes
+from n2v_jax.io.tiff import list_images, read_image, write_image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_ROOT = os.environ.get("N2V_DATA", os.path.join(REPO, "..", "shared", "data"))
@@ -295,7 +288,7 @@ def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
     fh.write(b"II*\x00partial")
     raise RuntimeError("disk full")
 
-  monkeypatch.setattr(tiff_io.tifffile, "imwrite", broken_imwrite)
+  monkeypatch.setattr(tiff.tifffile, "imwrite", broken_imwrite)
   path = tmp_path / "out.tif"
   with pytest.raises(RuntimeError, match="disk full"):
     write_image(path, _data("YX"), "YX")

@@ -9,17 +9,21 @@ import jax
 import numpy as np
 import pytest
 
-from n2v_jax import checkpoint, train
+from n2v_jax import errors
+from n2v_jax.inference import predictor
+from n2v_jax.training import config as train_config
+from n2v_jax.training import steps
+from n2v_jax.training import trainer
+from n2v_jax.workdir import checkpoint
 from tests.helpers import REPO, noisy_stack, tiny_config, write_tiff
 
 
 def _params(workdir, config):
-  from n2v_jax import predict
-  return predict.load_predictor(str(workdir)).variables
+  return predictor.load_predictor(str(workdir)).variables
 
 
 def test_train_writes_outputs(tmp_path):
-  summary = train.train_and_evaluate(tiny_config(), str(tmp_path))
+  summary = trainer.train_and_evaluate(tiny_config(), str(tmp_path))
   for name in ("config.json", "model.json", "metrics.jsonl", "loss.png", "summary.json",
                "before_after.png"):
     assert (tmp_path / name).exists(), name
@@ -36,10 +40,10 @@ def test_train_writes_outputs(tmp_path):
 def test_exact_resume_bit_for_bit(tmp_path):
   config = tiny_config(**{"opt.schedule": "plateau", "opt.plateau_patience": 1})
   full, split = tmp_path / "full", tmp_path / "split"
-  train.train_and_evaluate(config, str(full))
-  assert train.train_and_evaluate(config, str(split), stop_after=3) == {"stopped_at": 3}
+  trainer.train_and_evaluate(config, str(full))
+  assert trainer.train_and_evaluate(config, str(split), stop_after=3) == {"stopped_at": 3}
   assert checkpoint.latest_step(str(split)) == 3
-  train.train_and_evaluate(config, str(split))  # the same call again resumes
+  trainer.train_and_evaluate(config, str(split))  # the same call again resumes
   a, b = _params(full, config), _params(split, config)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
@@ -49,22 +53,22 @@ def test_exact_resume_bit_for_bit(tmp_path):
 
 
 def test_resume_rejects_different_config(tmp_path):
-  train.train_and_evaluate(tiny_config(), str(tmp_path), stop_after=2)
+  trainer.train_and_evaluate(tiny_config(), str(tmp_path), stop_after=2)
   with pytest.raises(ValueError, match="different config.*model.features"):
-    train.train_and_evaluate(tiny_config(**{"model.features": 8}), str(tmp_path))
+    trainer.train_and_evaluate(tiny_config(**{"model.features": 8}), str(tmp_path))
 
 
 def test_non_finite_loss_stops_with_step(tmp_path):
   config = tiny_config(**{"opt.learning_rate": 1e30, "opt.schedule": "constant",
                           "train.num_steps": 8, "train.checkpoint_every": 2})
-  with pytest.raises(train.NonFiniteLossError, match=r"non-finite training loss at step \d+"):
-    train.train_and_evaluate(config, str(tmp_path))
+  with pytest.raises(errors.NonFiniteLossError, match=r"non-finite training loss at step \d+"):
+    trainer.train_and_evaluate(config, str(tmp_path))
 
 
 def test_multichannel_file_training(tmp_path):
   path = write_tiff(tmp_path / "cyx.tif", noisy_stack(0, (3, 48, 40), np.uint16), "CYX")
   config = tiny_config(**{"data.path": path, "data.axes": "CYX", "train.num_steps": 2})
-  train.train_and_evaluate(config, str(tmp_path / "w"))
+  trainer.train_and_evaluate(config, str(tmp_path / "w"))
   meta = json.load(open(tmp_path / "w" / "model.json"))
   assert meta["in_channels"] == 3 and len(meta["mean"]) == 3
 
@@ -73,7 +77,7 @@ def test_3d_training(tmp_path):
   path = write_tiff(tmp_path / "zyx.tif", noisy_stack(1, (12, 24, 24)), "ZYX")
   config = tiny_config(**{"data.path": path, "data.axes": "ZYX", "train.num_steps": 2,
                           "data.patch_shape": (8, 16, 16), "data.val_fraction": 0.0})
-  train.train_and_evaluate(config, str(tmp_path / "w"))
+  trainer.train_and_evaluate(config, str(tmp_path / "w"))
   assert json.load(open(tmp_path / "w" / "model.json"))["spatial_axes"] == "ZYX"
 
 
@@ -88,13 +92,12 @@ def test_3d_training(tmp_path):
 ])
 def test_bad_config_or_data(tmp_path, overrides, message):
   with pytest.raises((ValueError, FileNotFoundError), match=message):
-    train.train_and_evaluate(tiny_config(**overrides), str(tmp_path / "w"))
+    trainer.train_and_evaluate(tiny_config(**overrides), str(tmp_path / "w"))
 
 
 def test_residual_allowed_with_random_replacement():
-  from n2v_jax import config_lib
   for strategy in ("uniform_withCP", "uniform_withoutCP"):
-    config_lib.validate(tiny_config(**{"mask.strategy": strategy, "model.residual": True}))
+    train_config.validate(tiny_config(**{"mask.strategy": strategy, "model.residual": True}))
 
 
 def test_nan_in_data(tmp_path):
@@ -102,7 +105,7 @@ def test_nan_in_data(tmp_path):
   data[5, 7] = np.nan
   path = write_tiff(tmp_path / "nan.tif", data, "YX")
   with pytest.raises(ValueError, match="nan.tif.*NaN"):
-    train.train_and_evaluate(tiny_config(**{"data.path": path}), str(tmp_path / "w"))
+    trainer.train_and_evaluate(tiny_config(**{"data.path": path}), str(tmp_path / "w"))
 
 
 def _cli(*args):
@@ -147,17 +150,17 @@ def test_train_cli_config_errors(tmp_path, args, message):
 def test_numpy_array_and_npy_file(tmp_path):
   stack = noisy_stack(2, (3, 40, 40))
   config = tiny_config(**{"data.axes": "SYX", "train.num_steps": 2})
-  train.train_and_evaluate(config, str(tmp_path / "a"), array=stack)
+  trainer.train_and_evaluate(config, str(tmp_path / "a"), array=stack)
   assert json.load(open(tmp_path / "a" / "model.json"))["in_channels"] == 1
   np.save(tmp_path / "s.npy", stack)
   config = tiny_config(**{"data.path": str(tmp_path / "s.npy"), "data.axes": "SYX",
                           "train.num_steps": 2})
-  train.train_and_evaluate(config, str(tmp_path / "b"))
+  trainer.train_and_evaluate(config, str(tmp_path / "b"))
   a, b = _params(tmp_path / "a", config), _params(tmp_path / "b", config)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))  # same data, same run
   with pytest.raises(ValueError, match="set data.axes"):
-    train.train_and_evaluate(tiny_config(), str(tmp_path / "c"), array=stack)
+    trainer.train_and_evaluate(tiny_config(), str(tmp_path / "c"), array=stack)
 
 
 def test_grad_clip_clips_the_gradient_before_adam():
@@ -165,7 +168,6 @@ def test_grad_clip_clips_the_gradient_before_adam():
   leaves shorter ones alone: equal to unclipped Adam given the pre-scaled gradients."""
   import jax.numpy as jnp
   import ml_collections
-  from n2v_jax import steps
   g_long = {"a": jnp.full((4,), 3.0), "b": jnp.array([[4.0]])}  # global norm sqrt(36 + 16)
   g_short = {"a": jnp.full((4,), 0.1), "b": jnp.array([[-0.2]])}  # norm 0.28 < 1.5
   scale = 1.5 / float(np.sqrt(52.0))

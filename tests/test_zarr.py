@@ -14,8 +14,18 @@ from ome_zarr_models.common.omero import Omero
 
 import jax
 
-from n2v_jax import (batch, data as data_lib, inference, intensity, models, predict, sources,
-                     steps, train, zarr_io, zarr_jobs)
+from n2v_jax.data import dataset as dataset_lib
+from n2v_jax.data import sources
+from n2v_jax.inference import jobs
+from n2v_jax.inference import omezarr_jobs
+from n2v_jax.inference import paths
+from n2v_jax.inference import predictor
+from n2v_jax.io import omezarr
+from n2v_jax.nn import unet
+from n2v_jax.training import steps
+from n2v_jax.training import trainer
+from n2v_jax.workdir import model_meta, saved_config
+from n2v_jax.inference.options import PredictOptions
 from tests.helpers import noisy_stack, tiny_config
 
 NAMES = ["DNA", "RNA", "AGP"]
@@ -81,7 +91,7 @@ def workdir(tmp_path_factory):
   path = write_ome(d / "train.ome.zarr", noisy_stack(0, (3, 48, 48)), "CYX", (1, 16, 16))
   config = tiny_config(**{"data.path": path, "data.streaming": True, "train.num_steps": 2,
                           "train.checkpoint_every": 2, "model.depth": 2})
-  train.train_and_evaluate(config, str(d / "w"))
+  trainer.train_and_evaluate(config, str(d / "w"))
   return str(d / "w")
 
 
@@ -89,25 +99,29 @@ def untrained_predictor(spatial_axes, channels, depth=2):
   """A Predictor with the initial weights: tiling exactness holds for any weights, and this
   costs no training compile."""
   config = tiny_config(**{"model.depth": depth})
-  model = models.make_model(config.model, channels)
+  model = unet.make_model(config.model, channels)
   patch = (8,) * len(spatial_axes)
   state = steps.create_train_state(jax.random.key(1), model,
                                    steps.make_optimizer(config.opt), (1, *patch, channels))
-  divisor = models.divisor(depth)
-  halo = -(-models.receptive_field_radius(config.model) // divisor) * divisor
-  meta = {"in_channels": channels, "spatial_axes": spatial_axes, "channel_names": None}
-  normalize = intensity.Normalizer(np.full(channels, 1000.0), np.full(channels, 300.0), "none")
-  return inference.Predictor(model, state.variables, meta, normalize, divisor, halo)
+  divisor = unet.divisor(depth)
+  halo = -(-unet.receptive_field_radius(config.model) // divisor) * divisor
+  meta = model_meta.ModelMeta(
+      algorithm="n2v", model=saved_config.to_dict(config.model), opt={}, in_channels=channels,
+      spatial_axes=spatial_axes, channel_names=None, mean=(1000.0,) * channels,
+      std=(300.0,) * channels, normalization="meanstd", transform="none", patch_shape=patch,
+      train_axes=spatial_axes + "C", augment=True, predict_blend=False)
+  return predictor.Predictor(model, state.variables, meta, divisor, halo)
 
 
 @pytest.fixture(scope="module")
 def pred(workdir):
-  return predict.load_predictor(workdir)
+  return predictor.load_predictor(workdir)
 
 
 def _reference(pred, data_TCYX, tta=False):
   """Whole-image prediction of each T of a TCYX array (the TIFF/array path), TCYX back."""
-  out = [inference.predict_image(pred, np.moveaxis(t, 0, -1).astype(np.float32), 0, tta)
+  out = [predictor.predict_image(pred, np.moveaxis(t, 0, -1).astype(np.float32),
+                                 PredictOptions(tile=0, tta=tta))
          for t in data_TCYX]
   return np.stack([np.moveaxis(o, -1, 0) for o in out])
 
@@ -119,7 +133,7 @@ def _reference(pred, data_TCYX, tta=False):
 def test_reads_what_ome_zarr_writes(tmp_path, version):
   data = noisy_stack(1, (2, 3, 40, 36))
   path = write_ome(tmp_path / "img.ome.zarr", data, "TCYX", (1, 1, 16, 16), version)
-  img = zarr_io.open_image(path)
+  img = omezarr.open_image(path)
   assert img.axes == "TCYX" and img.version == version and img.channel_names == NAMES
   assert img.shape == data.shape and img.chunks == (1, 1, 16, 16)  # level 0, not level 1
   source = sources.open_paths(sources.FileStore(8), path, None)
@@ -132,11 +146,11 @@ def test_reads_what_ome_zarr_writes(tmp_path, version):
 def test_single_plane_z_is_2d_and_axes_are_checked(tmp_path):
   data = noisy_stack(2, (3, 1, 32, 32))
   path = write_ome(tmp_path / "czyx.ome.zarr", data, "CZYX", (1, 1, 16, 16))
-  img = zarr_io.open_image(path)
+  img = omezarr.open_image(path)
   assert img.axes == "CSYX"  # one z plane: a 2D image
-  assert zarr_io.open_image(path, "CZYX").axes == "CSYX"  # the metadata's own axes are fine
+  assert omezarr.open_image(path, "CZYX").axes == "CSYX"  # the metadata's own axes are fine
   with pytest.raises(ValueError, match="axes ZCYX given, but the OME-Zarr metadata says CZYX"):
-    zarr_io.open_image(path, "ZCYX")
+    omezarr.open_image(path, "ZCYX")
 
 
 def test_plain_zarr_array_needs_axes(tmp_path):
@@ -158,7 +172,7 @@ def test_ngff_06_draft_axes_from_its_coordinate_system(tmp_path):
                        axes=["c", "y", "x"], name="draft")
   group = zarr.open_group(str(tmp_path / "v06.zarr"), mode="w")
   OMEZarrMultiscale(image=image, scale_factors=[2]).to_ome_zarr(group=group, overwrite=True)
-  img = zarr_io.open_image(str(tmp_path / "v06.zarr"))
+  img = omezarr.open_image(str(tmp_path / "v06.zarr"))
   assert img.version == "0.6" and img.axes == "CYX" and img.shape == (3, 32, 32)
 
 
@@ -191,13 +205,13 @@ def test_plate_fields_are_training_samples(tmp_path):
 
 
 def test_trains_from_ome_zarr_streamed_and_in_memory(workdir, tmp_path):
-  meta = predict.load_predictor(workdir).meta  # the module's model: streamed from the store
-  assert meta["channel_names"] == NAMES and meta["train_axes"] == "CYX"
-  assert meta["in_channels"] == 3 and meta["spatial_axes"] == "YX"
+  meta = predictor.load_predictor(workdir).meta  # the module's model: streamed from the store
+  assert list(meta.channel_names) == NAMES and meta.train_axes == "CYX"
+  assert meta.in_channels == 3 and meta.spatial_axes == "YX"
   data = noisy_stack(5, (3, 48, 48))
   path = write_ome(tmp_path / "m.ome.zarr", data, "CYX", (1, 16, 16))
   config = tiny_config(**{"data.path": path, "data.val_fraction": 0.0})
-  dataset = data_lib.load(config.data, 0, 2)  # in memory: the same pixels, normalized
+  dataset = dataset_lib.load(config.data, 0, 2)  # in memory: the same pixels, normalized
   np.testing.assert_allclose(dataset.normalize.inverse(dataset.train_NSC[0]),
                              np.moveaxis(data, 0, -1), rtol=1e-5)
 
@@ -210,15 +224,16 @@ def test_ome_zarr_reads_what_n2v_writes_and_values_match(pred, tmp_path, version
   data = noisy_stack(6, (2, 3, 45, 50))
   src = write_ome(tmp_path / "in.ome.zarr", data, "TCYX", (1, 1, 13, 17), version)
   out = str(tmp_path / "out.ome.zarr")
-  result = zarr_jobs.denoise_image(pred, src, out, tta=tta, block_voxels=3 * 26 * 34)
-  header, done = zarr_io.BlockLog(out).read()
+  result = omezarr_jobs.denoise_image(pred, src, out, PredictOptions(tta=tta,
+                                                                     block_voxels=3 * 26 * 34))
+  header, done = omezarr.BlockLog(out).read()
   assert result.status == "done" and header["blocks"] == len(done) == 2 * 2 * 2 > 1
   meta, denoised, _ = read_ome(out)
   in_meta, _, _ = read_ome(src)
   assert meta["axes"] == in_meta["axes"]
   assert meta["coordinateTransformations"] == in_meta["coordinateTransformations"][:1]
   assert meta["channel_names"] == NAMES
-  assert zarr_io.open_image(out).chunks == (1, 1, 13, 17) and zarr_io.open_image(out).version \
+  assert omezarr.open_image(out).chunks == (1, 1, 13, 17) and omezarr.open_image(out).version \
       == version
   np.testing.assert_allclose(denoised, _reference(pred, data, tta), rtol=1e-4,
                              atol=1e-3 * data.std())
@@ -230,10 +245,11 @@ def test_block_regions_match_whole_image_3d(tmp_path):
   # 2 x 2 x 2 blocks of 5 x 10 x 15; regions: all of Z, Y/X cut with their halo (one region
   # shape, so one compile: 3D compiles are slow)
   src = write_ome(tmp_path / "in.ome.zarr", data, "ZYX", (5, 10, 15), names=None)
-  zarr_jobs.denoise_image(p, src, str(tmp_path / "out.ome.zarr"), block_voxels=5 * 10 * 15)
-  assert zarr_io.BlockLog(str(tmp_path / "out.ome.zarr")).read()[0]["blocks"] == 8
+  omezarr_jobs.denoise_image(p, src, str(tmp_path / "out.ome.zarr"),
+                             PredictOptions(block_voxels=5 * 10 * 15))
+  assert omezarr.BlockLog(str(tmp_path / "out.ome.zarr")).read()[0]["blocks"] == 8
   _, denoised, _ = read_ome(tmp_path / "out.ome.zarr")
-  whole = inference.predict_image(p, data[..., None], 0)[..., 0]
+  whole = predictor.predict_image(p, data[..., None], PredictOptions(tile=0))[..., 0]
   np.testing.assert_allclose(denoised, whole, rtol=1e-4, atol=1e-3 * data.std())
 
 
@@ -244,10 +260,11 @@ def test_plain_sharded_uint16_array_to_array_with_input_dtype(pred, tmp_path):
   src[:] = data
   out = str(tmp_path / "out.zarr")
   with pytest.raises(ValueError, match="no axes"):
-    zarr_jobs.denoise_image(pred, str(tmp_path / "in.zarr"), out)
-  result = zarr_jobs.denoise_image(pred, str(tmp_path / "in.zarr"), out, axes="CYX",
-                                   dtype="input", block_voxels=3 * 16 * 32)
-  header, _ = zarr_io.BlockLog(out).read()
+    omezarr_jobs.denoise_image(pred, str(tmp_path / "in.zarr"), out)
+  result = omezarr_jobs.denoise_image(pred, str(tmp_path / "in.zarr"), out,
+                                      PredictOptions(axes="CYX", dtype="input",
+                                                     block_voxels=3 * 16 * 32))
+  header, _ = omezarr.BlockLog(out).read()
   assert result.status == "done" and header["block"] == [3, 32, 16]  # whole shards
   written = zarr.open_array(out, mode="r")
   assert written.dtype == np.uint16 and written.chunks == (1, 8, 8)
@@ -260,7 +277,7 @@ class Killed(BaseException):
   """A process killed mid-block (not an error a job could catch)."""
 
 
-_PREDICT_BLOCK = zarr_jobs.predict_block
+_PREDICT_BLOCK = omezarr_jobs.predict_block
 
 
 def _fail_after(monkeypatch, n):
@@ -274,7 +291,7 @@ def _fail_after(monkeypatch, n):
     calls.append(args[2])
     return original(*args, **kwargs)
 
-  monkeypatch.setattr(zarr_jobs, "predict_block", predict_block)
+  monkeypatch.setattr(omezarr_jobs, "predict_block", predict_block)
   return calls
 
 
@@ -282,19 +299,19 @@ def test_interrupted_image_resumes_without_redoing_blocks(workdir, pred, tmp_pat
   data = noisy_stack(9, (2, 3, 40, 40))
   src = write_ome(tmp_path / "in.ome.zarr", data, "TCYX", (1, 1, 16, 16))
   out = str(tmp_path / "out.ome.zarr")
-  kw = dict(block_voxels=3 * 16 * 16)  # 2 x 3 x 3 = 18 blocks
+  opts = PredictOptions(block_voxels=3 * 16 * 16)  # 2 x 3 x 3 = 18 blocks
   calls = _fail_after(monkeypatch, 5)
   with pytest.raises(Killed):
-    zarr_jobs.denoise_image(pred, src, out, **kw)
-  assert len(zarr_io.BlockLog(out).read()[1]) == 5 and not zarr_jobs.finished(out)
+    omezarr_jobs.denoise_image(pred, src, out, opts)
+  assert len(omezarr.BlockLog(out).read()[1]) == 5 and not omezarr_jobs.finished(out)
   calls = _fail_after(monkeypatch, None)
-  zarr_jobs.denoise_image(pred, src, out, **kw)
-  assert len(calls) == 18 - 5 and zarr_jobs.finished(out)
+  omezarr_jobs.denoise_image(pred, src, out, opts)
+  assert len(calls) == 18 - 5 and omezarr_jobs.finished(out)
   _, denoised, _ = read_ome(out)
   np.testing.assert_allclose(denoised, _reference(pred, data), rtol=1e-4, atol=1e-3 * data.std())
   # finished: the CLI path refuses it without --overwrite, redoes it with
   with pytest.raises(FileExistsError, match="pass --overwrite"):
-    predict.predict_path(workdir, src, out)
+    paths.predict_path(workdir, src, out)
 
 
 def test_signal_stops_after_the_current_block(pred, tmp_path, monkeypatch):
@@ -306,46 +323,48 @@ def test_signal_stops_after_the_current_block(pred, tmp_path, monkeypatch):
     signum = None
 
   preemption = After2()
-  original = zarr_io.BlockLog.add
+  original = omezarr.BlockLog.add
 
   def add(self, index):
     original(self, index)
     if len(self.read()[1]) == 2:
       preemption.signum = 15  # SIGTERM arrives while block 2 is written
 
-  monkeypatch.setattr(zarr_io.BlockLog, "add", add)
-  with pytest.raises(batch.Stopped, match="stopped after 2 of 4 block"):
-    zarr_jobs.denoise_image(pred, src, out, preemption=preemption, block_voxels=3 * 16 * 16)
-  monkeypatch.setattr(zarr_io.BlockLog, "add", original)
-  assert len(zarr_io.BlockLog(out).read()[1]) == 2
-  assert zarr_jobs.denoise_image(pred, src, out, block_voxels=3 * 16 * 16).status == "done"
-  assert zarr_jobs.finished(out)
+  monkeypatch.setattr(omezarr.BlockLog, "add", add)
+  with pytest.raises(jobs.Stopped, match="stopped after 2 of 4 block"):
+    omezarr_jobs.denoise_image(pred, src, out, PredictOptions(block_voxels=3 * 16 * 16),
+                               preemption=preemption)
+  monkeypatch.setattr(omezarr.BlockLog, "add", original)
+  assert len(omezarr.BlockLog(out).read()[1]) == 2
+  assert omezarr_jobs.denoise_image(pred, src, out,
+                                    PredictOptions(block_voxels=3 * 16 * 16)).status == "done"
+  assert omezarr_jobs.finished(out)
 
 
 def test_predict_path_overwrite_and_refusals(workdir, tmp_path):
   data = noisy_stack(11, (3, 32, 32))
   src = write_ome(tmp_path / "in.ome.zarr", data, "CYX", (1, 16, 16))
   out = str(tmp_path / "out.ome.zarr")
-  assert predict.predict_path(workdir, src, out) == [out]
+  assert paths.predict_path(workdir, src, out).outputs == [out]
   with pytest.raises(FileExistsError, match="finished.*pass --overwrite"):
-    predict.predict_path(workdir, src, out)
-  before = os.stat(os.path.join(out, zarr_io.PROGRESS_FILE)).st_mtime_ns
-  predict.predict_path(workdir, src, out, overwrite=True)
-  assert os.stat(os.path.join(out, zarr_io.PROGRESS_FILE)).st_mtime_ns != before
+    paths.predict_path(workdir, src, out)
+  before = os.stat(os.path.join(out, omezarr.PROGRESS_FILE)).st_mtime_ns
+  paths.predict_path(workdir, src, out, PredictOptions(overwrite=True))
+  assert os.stat(os.path.join(out, omezarr.PROGRESS_FILE)).st_mtime_ns != before
   other = tmp_path / "not_zarr"
   other.mkdir()
   (other / "keep.txt").write_text("x")
   with pytest.raises(FileExistsError, match="not an unfinished n2v_jax output"):
-    predict.predict_path(workdir, src, str(other))
+    paths.predict_path(workdir, src, str(other))
   with pytest.raises(ValueError, match="not a zarr store; refusing"):
-    predict.predict_path(workdir, src, str(other), overwrite=True)
+    paths.predict_path(workdir, src, str(other), PredictOptions(overwrite=True))
   assert (other / "keep.txt").exists()
   with pytest.raises(ValueError, match="written as OME-Zarr"):
-    predict.predict_path(workdir, src, str(tmp_path / "x.tif"))
+    paths.predict_path(workdir, src, str(tmp_path / "x.tif"))
   two = write_ome(tmp_path / "two.ome.zarr", noisy_stack(1, (2, 32, 32)), "CYX", (1, 16, 16),
                   names=None)
   with pytest.raises(ValueError, match="2 channel\\(s\\), but the model was trained on 3"):
-    predict.predict_path(workdir, two, str(tmp_path / "two_out.zarr"))
+    paths.predict_path(workdir, two, str(tmp_path / "two_out.zarr"))
   assert not os.path.exists(tmp_path / "two_out.zarr")  # nothing written for a bad input
 
 
@@ -361,36 +380,37 @@ def test_plate_sharded_interrupted_and_resumed(pred, tmp_path, monkeypatch):
   fields = _plate_fields()
   src = write_plate(tmp_path / "plate.ome.zarr", fields)
   out = str(tmp_path / "n2v.ome.zarr")
-  kw = dict(progress=False, block_voxels=3 * 16 * 16)  # 9 blocks per field
-  shards = {name: batch.shard_of(name.replace("/", "_"), 2) for name in fields}
+  opts = PredictOptions(progress=False, block_voxels=3 * 16 * 16)  # 9 blocks per field
+  shards = {name: jobs.shard_of(name.replace("/", "_"), 2) for name in fields}
   assert set(shards.values()) == {0, 1}  # both shards have fields
 
   calls = _fail_after(monkeypatch, 12)  # shard 0 killed in its second field
   with pytest.raises(Killed):
-    zarr_jobs.denoise_plate(pred, src, out, shard="0/2", **kw)
+    omezarr_jobs.denoise_plate(pred, src, out, opts.replace(shard="0/2"))
   calls = _fail_after(monkeypatch, None)
-  s1 = zarr_jobs.denoise_plate(pred, src, out, shard="1/2", **kw)
+  s1 = omezarr_jobs.denoise_plate(pred, src, out, opts.replace(shard="1/2"))
   assert {r.name for r in s1.of("done")} == {n for n, s in shards.items() if s == 1}
   first = [n for n in fields if shards[n] == 0]
-  finished_before = {n: zarr_jobs.finished(os.path.join(out, n)) for n in first}
-  mtimes = {n: os.stat(os.path.join(out, n, zarr_io.PROGRESS_FILE)).st_mtime_ns
+  finished_before = {n: omezarr_jobs.finished(os.path.join(out, n)) for n in first}
+  mtimes = {n: os.stat(os.path.join(out, n, omezarr.PROGRESS_FILE)).st_mtime_ns
             for n, done in finished_before.items() if done}
   calls.clear()
-  s0 = zarr_jobs.denoise_plate(pred, src, out, shard="0/2", **kw)
+  s0 = omezarr_jobs.denoise_plate(pred, src, out, opts.replace(shard="0/2"))
   n0 = sum(shards[n] == 0 for n in fields)
   assert len(calls) == 9 * n0 - 12  # only the blocks the killed run had not written
   assert len(s0.of("done")) + len(s0.of("skipped")) == n0 and not s0.failed
-  assert all(os.stat(os.path.join(out, n, zarr_io.PROGRESS_FILE)).st_mtime_ns == t
+  assert all(os.stat(os.path.join(out, n, omezarr.PROGRESS_FILE)).st_mtime_ns == t
              for n, t in mtimes.items())  # finished fields untouched
   calls.clear()
-  again = [zarr_jobs.denoise_plate(pred, src, out, shard=f"{i}/2", **kw) for i in (0, 1)]
+  again = [omezarr_jobs.denoise_plate(pred, src, out, opts.replace(shard=f"{i}/2"))
+           for i in (0, 1)]
   assert not calls and sum(len(s.of("skipped")) for s in again) == 4
 
   node = list(Reader(parse_url(out))())[0]  # ome-zarr reads the plate
   assert node.metadata["metadata"]["plate"]["wells"] == [
       {"path": "B/1", "rowIndex": 0, "columnIndex": 0},
       {"path": "B/2", "rowIndex": 0, "columnIndex": 1}]
-  assert zarr_io.plate_fields(out) == list(fields)
+  assert omezarr.plate_fields(out) == list(fields)
   for name, data in fields.items():
     meta, denoised, _ = read_ome(os.path.join(out, name))
     assert meta["channel_names"] == NAMES
@@ -404,17 +424,17 @@ def test_plate_failing_field_reported_others_done_and_signal(pred, tmp_path):
   fields["B/2/1"] = noisy_stack(1, (2, 40, 40))  # 2 channels: the model has 3
   src = write_plate(tmp_path / "plate.zarr", fields, version="0.4")
   out = str(tmp_path / "out.zarr")
-  summary = zarr_jobs.denoise_plate(pred, src, out, progress=False)
+  summary = omezarr_jobs.denoise_plate(pred, src, out, PredictOptions(progress=False))
   assert {r.name for r in summary.of("done")} == set(fields) - {"B/2/1"}
   [bad] = summary.failed
   assert bad.name == "B/2/1" and "2 channel(s), but the model was trained on 3" in bad.reason
   assert os.path.exists(summary.report_path) and summary.report_path.startswith(out)
   assert not os.path.exists(os.path.join(out, "B/2/1"))
-  assert zarr_io.open_image(os.path.join(out, "B/1/0")).version == "0.4"
+  assert omezarr.open_image(os.path.join(out, "B/1/0")).version == "0.4"
 
   class Stopped:
     signum = 15  # SIGTERM before the first job: nothing runs, the summary says so
 
-  s = zarr_jobs.denoise_plate(pred, src, str(tmp_path / "out2.zarr"), progress=False,
-                              preemption=Stopped())
+  s = omezarr_jobs.denoise_plate(pred, src, str(tmp_path / "out2.zarr"),
+                                 PredictOptions(progress=False), preemption=Stopped())
   assert s.stopped_by == 15 and not s.results

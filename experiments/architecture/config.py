@@ -20,7 +20,7 @@ Set N2V_DATA to move the data root.
 
 import os
 
-from configs import bsd68_cpu
+from n2v_jax.configs import bsd68_cpu
 
 DATA = os.environ.get("N2V_DATA", os.path.join(os.path.dirname(__file__), "..", "..", "..",
                                                "shared", "data"))
@@ -55,8 +55,10 @@ def evaluate(point_dir):
   import numpy as np
   from PIL import Image
 
-  from n2v_jax import metrics, predict, tiff_io
-  pred = predict.load_predictor(point_dir)
+  from n2v_jax.inference import metrics
+  from n2v_jax.inference import predictor
+  from n2v_jax.io import tiff
+  pred = predictor.load_predictor(point_dir)
   noisy_paths = sorted(glob.glob(os.path.join(DATA, "bsd68", "test_noisy_sigma25", "*.tif")))
   if len(noisy_paths) != 68:
     raise FileNotFoundError(f"{DATA}/bsd68/test_noisy_sigma25: expected the 68 BSD68 TIFFs, "
@@ -65,8 +67,8 @@ def evaluate(point_dir):
   for path in noisy_paths:
     stem = os.path.splitext(os.path.basename(path))[0]
     clean = np.asarray(Image.open(os.path.join(DATA, "bsd68", "test", stem + ".png")), np.float64)
-    noisy = tiff_io.read_image(path, "YX").data.astype(np.float32)
-    denoised = predict.predict_image(pred, noisy[..., None])[..., 0]
+    noisy = tiff.read_image(path, "YX").data.astype(np.float32)
+    denoised = predictor.predict_image(pred, noisy[..., None])[..., 0]
     psnr.append(metrics.psnr_fixed_range(clean, denoised))
     psnr_noisy.append(metrics.psnr_fixed_range(clean, noisy))
   return {"psnr_test": float(np.mean(psnr)), "psnr_noisy_test": float(np.mean(psnr_noisy)),

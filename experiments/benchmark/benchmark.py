@@ -6,8 +6,8 @@
 Every configuration runs in its own subprocess, so peak resident memory (ru_maxrss) is
 that configuration's own; XLA_FLAGS from the environment apply to every child.
 It times the library's real code: `steps.train_step` jitted with donation exactly as in
-`train.py`, and `predict.predict_image` (tiled, blended, optionally TTA). Throughput is
-measured here, never asserted in tests. The machine may be shared: alternate A/B runs
+`training.trainer`, and `inference.predict_image` (tiled, blended, optionally TTA).
+Throughput is measured here, never asserted in tests. The machine may be shared: alternate A/B runs
 and compare medians.
 """
 
@@ -46,7 +46,9 @@ def ablate(names: str) -> None:
   import flax.linen as nn
   import jax
   import jax.numpy as jnp
-  from n2v_jax import inference, models
+  from n2v_jax.inference import predictor
+  from n2v_jax.nn import conv
+  from n2v_jax.nn import unet
   for name in filter(None, names.split(",")):
     if name == "slice_pool":
       def max_pool(x):
@@ -63,29 +65,29 @@ def ablate(names: str) -> None:
         dims = ("NHWC", "HWIO", "NHWC") if nd == 2 else ("NDHWC", "DHWIO", "NDHWC")
         return jax.lax.conv_general_dilated(x, kernel, (2,) * nd, [(1, 1)] * nd,
                                             dimension_numbers=dims, feature_group_count=c)
-      models._max_pool2, models.max_blur_pool = max_pool, max_blur_pool
+      unet._max_pool2, unet.max_blur_pool = max_pool, max_blur_pool
     elif name == "slice_upsample":
-      models._upsample_bilinear = lambda x: jax.image.resize(
+      unet._upsample_bilinear = lambda x: jax.image.resize(
           x, (x.shape[0], *(2 * s for s in x.shape[1:-1]), x.shape[-1]), "bilinear")
     elif name == "fold_bn":
-      inference.Predictor._inference = property(lambda self: (self.model, self.variables))
+      predictor.Predictor._inference = property(lambda self: (self.model, self.variables))
     elif name == "skip_conv":
-      models._decoder_input = models._concat_groups
+      unet._decoder_input = unet._concat_groups
     elif name == "conv3d":
-      conv_2d_per_tap = models.conv_same
+      conv_2d_per_tap = conv.conv_same
       def conv_same(x, kernel, groups=1):
         if x.ndim == 4:
           return conv_2d_per_tap(x, kernel, groups)
         return jax.lax.conv_general_dilated(
             x, kernel, (1, 1, 1), "SAME", feature_group_count=groups,
             dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
-      models.conv_same = conv_same
+      conv.conv_same = conv_same
     else:
       raise SystemExit(f"--ablate: unknown trick {name!r}")
 
 
 def _config(args, in_channels=1, ndim=2):
-  from configs import default
+  from n2v_jax.configs import default
   config = default.get_config()
   config.model.depth = args.depth
   config.model.features = args.features
@@ -109,32 +111,42 @@ def _config(args, in_channels=1, ndim=2):
 
 
 def _predictor(config, variables, in_channels, ndim):
-  from n2v_jax import inference, intensity, models
-  import numpy as np
-  model = models.make_model(config.model, in_channels)
-  div = models.divisor(config.model.depth)
-  halo = -(-models.receptive_field_radius(config.model) // div) * div
-  meta = {"in_channels": in_channels, "spatial_axes": "ZYX"[-ndim:]}
-  normalize = intensity.Normalizer(np.zeros(in_channels), np.ones(in_channels))
-  return inference.Predictor(model, variables, meta, normalize, div, halo)
+  """A Predictor of these variables (identity normalization), as load_predictor makes one."""
+  from n2v_jax.inference import predictor
+  from n2v_jax.nn import unet
+  from n2v_jax.workdir import model_meta, saved_config
+  model = unet.make_model(config.model, in_channels)
+  div = unet.divisor(config.model.depth)
+  halo = -(-unet.receptive_field_radius(config.model) // div) * div
+  spatial = "ZYX"[-ndim:]
+  meta = model_meta.ModelMeta(
+      algorithm="n2v", model=saved_config.to_dict(config.model), opt={},
+      in_channels=in_channels, spatial_axes=spatial, channel_names=None,
+      mean=(0.0,) * in_channels, std=(1.0,) * in_channels, normalization="meanstd",
+      transform="none", patch_shape=(64,) * ndim, train_axes=spatial + "C", augment=True,
+      predict_blend=False)
+  return predictor.Predictor(model, variables, meta, div, halo)
 
 
 def build_train(args):
-  """The jitted training step exactly as train.py builds it, compiled, with its inputs:
+  """The jitted training step exactly as the trainer builds it, compiled, with its inputs:
   (compiled_step, state, images, sizes, key, compile_s, devices). Also used by profile_step.py."""
   import functools
   import jax
-  from n2v_jax import data as data_lib, models, runtime, steps, train
+  from n2v_jax.data import dataset as dataset_lib
+  from n2v_jax.nn import unet
+  from n2v_jax.training import runtime
+  from n2v_jax.training import steps
   config = _config(args)
   config.train.batch_size = args.batch
   config.train.cpu_devices = args.cpu_devices
-  dataset = data_lib.load(config.data, config.seed, models.divisor(config.model.depth))
+  dataset = dataset_lib.load(config.data, config.seed, unet.divisor(config.model.depth))
   patch = dataset.patch
-  # Exactly as train.py: CPU devices chosen before JAX starts, batch sharded over them.
+  # Exactly as the trainer: CPU devices chosen before JAX starts, batch sharded over them.
   runtime.setup_cpu_devices(config.train.cpu_devices, args.batch, dataset.train_NSC.nbytes)
-  devices, batch_sharding, replicated = train.shardings(config)
+  devices, batch_sharding, replicated = runtime.shardings(config.train)
   put = (lambda x: jax.device_put(x, replicated)) if replicated is not None else jax.numpy.asarray
-  model = models.make_model(config.model, dataset.in_channels)
+  model = unet.make_model(config.model, dataset.in_channels)
   tx = steps.make_optimizer(config.opt)
   spec = steps.step_spec(config, patch)
   key = jax.random.key(0)
@@ -142,7 +154,7 @@ def build_train(args):
       steps.create_train_state, model=model, tx=tx,
       input_shape=(1, *patch, dataset.in_channels)))(key))
   images, sizes = put(dataset.train_NSC), put(dataset.train_sizes)
-  p_step = jax.jit(functools.partial(  # exactly as train.py
+  p_step = jax.jit(functools.partial(  # exactly as the trainer
       steps.train_step, model=model, tx=tx, spec=spec, opt_cfg=config.opt,
       num_steps=args.warmup + args.steps, batch_sharding=batch_sharding), donate_argnums=(0,))
   t0 = time.perf_counter()
@@ -175,26 +187,30 @@ def run_train(args) -> dict:
 def run_predict(args) -> dict:
   import jax
   import numpy as np
-  from n2v_jax import inference, models, steps
+  from n2v_jax.inference.options import PredictOptions
+  from n2v_jax.inference import options
+  from n2v_jax.inference import predictor
+  from n2v_jax.nn import unet
   ndim = len(args.shape) - 1
   in_channels = args.shape[-1]
   config = _config(args, in_channels, ndim)
-  model = models.make_model(config.model, in_channels)
+  model = unet.make_model(config.model, in_channels)
   variables = jax.jit(lambda k: model.init(
       k, jax.numpy.zeros((1,) + (16,) * ndim + (in_channels,)), train=False))(jax.random.key(0))
   pred = _predictor(config, variables, in_channels, ndim)
   rng = np.random.default_rng(0)
   image = rng.normal(size=args.shape).astype(np.float32)
   if args.tile < 0:  # the library's default, as predict.py uses it
-    args.tile = inference.DEFAULT_TILE
+    args.tile = options.DEFAULT_TILE
   rss_before = _peak_rss_gib()
   t0 = time.perf_counter()
-  out = inference.predict_image(pred, image, tile=args.tile, tta=args.tta)  # compiles too
+  options = PredictOptions(tile=args.tile, tta=args.tta)
+  out = predictor.predict_image(pred, image, options)  # compiles too
   first = time.perf_counter() - t0
   times = []
   for _ in range(args.repeats):
     t0 = time.perf_counter()
-    out = inference.predict_image(pred, image, tile=args.tile, tta=args.tta)
+    out = predictor.predict_image(pred, image, options)
     times.append(time.perf_counter() - t0)
   assert out.shape == image.shape and np.isfinite(out).all()
   med = float(np.median(times)) if times else first
@@ -206,7 +222,6 @@ def run_predict(args) -> dict:
 
 
 def child(args) -> None:
-  sys.path.insert(0, REPO)
   ablate(args.ablate)
   result = run_train(args) if args.kind == "train" else run_predict(args)
   result.update(features=args.features, depth=args.depth, batch_norm=not args.no_batch_norm,
@@ -233,7 +248,7 @@ def add_network_args(p: argparse.ArgumentParser) -> None:
                  help="model.batch_chunks: 0 = auto (up to 8 on AMD, 32 on other CPUs; the default), 1 = off")
   p.add_argument("--ablate", default="",
                  help="comma-separated tricks to switch off: slice_pool, slice_upsample, fold_bn, "
-                      "skip_conv, conv3d")
+                 "skip_conv, conv3d")
   p.add_argument("--patch-depth", type=int, default=0,
                  help="training: 3D patches of this depth x patch x patch (0: 2D)")
 
@@ -248,7 +263,7 @@ def main() -> None:
   add_network_args(p)
   p.add_argument("--predict-size", type=int, default=1024, help="2D test image edge")
   p.add_argument("--tile", type=int, default=-1,
-                 help="prediction tile limit; -1: inference.DEFAULT_TILE, 0: whole image")
+                 help="prediction tile limit; -1: inference.options.DEFAULT_TILE, 0: whole image")
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--memory-tile", type=int, default=-1, help="as --tile, for --only memory")
   # child mode (one configuration)

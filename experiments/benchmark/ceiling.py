@@ -18,14 +18,11 @@ Run it on an otherwise idle machine.
 
 import json
 import os
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
 def median_seconds(fn, *args, repeats: int = 7) -> float:
@@ -39,9 +36,8 @@ def median_seconds(fn, *args, repeats: int = 7) -> float:
 
 
 def step_gflop(batch: int = 16, patch: int = 64) -> dict:
-  sys.path.insert(0, REPO)
-  from n2v_jax import models
-  model = models.UNet(depth=2, features=32, batch_norm=True, upsampling="bilinear")
+  from n2v_jax.nn import unet
+  model = unet.UNet(depth=2, features=32, batch_norm=True, upsampling="bilinear")
   x = jnp.zeros((batch, patch, patch, 1))
   variables = model.init(jax.random.key(0), x, train=False)
 

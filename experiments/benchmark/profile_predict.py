@@ -4,7 +4,7 @@
     .venv/bin/python experiments/benchmark/profile_predict.py --size 1088 --top 30
     .venv/bin/python experiments/benchmark/profile_predict.py --ablate skip_conv
 
-The network is `benchmark.py`'s (same switches), batch norm folded as `inference.Predictor`
+The network is `benchmark.py`'s (same switches), batch norm folded as `inference.predictor.Predictor`
 runs it; the tile of 568 is what the default plan uses for a 1024x1024 image. Prints the
 call's wall time, GFLOP/s (XLA's cost analysis), MPix/s of the tile, thunk time per
 `profile_step.py` category and the slowest HLO instructions with their JAX op names.
@@ -13,13 +13,10 @@ call's wall time, GFLOP/s (XLA's cost analysis), MPix/s of the tile, thunk time 
 import argparse
 import collections
 import os
-import sys
 import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
-sys.path.insert(0, HERE)
 
 
 def main() -> None:
@@ -35,9 +32,9 @@ def main() -> None:
   benchmark.ablate(args.ablate)
   import jax
   import numpy as np
-  from n2v_jax import models
+  from n2v_jax.nn import unet
   config = benchmark._config(args)
-  model = models.make_model(config.model, 1)
+  model = unet.make_model(config.model, 1)
   variables = jax.jit(lambda k: model.init(k, jax.numpy.zeros((1, 16, 16, 1)), train=False))(
       jax.random.key(0))
   pred = benchmark._predictor(config, variables, 1, 2)

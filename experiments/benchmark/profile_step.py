@@ -4,7 +4,7 @@
     .venv/bin/python experiments/benchmark/profile_step.py --batch 128 --steps 3
     .venv/bin/python experiments/benchmark/profile_step.py --n2v2 --no-batch-norm --upsampling nearest
 
-It builds the step exactly as `benchmark.py` (and so `train.py`) does, runs `--steps` steps
+It builds the step exactly as `benchmark.py` (and so `training.trainer`) does, runs `--steps` steps
 under `jax.profiler.trace` (perfetto JSON), and adds up the duration of every XLA:CPU thunk
 by the HLO instruction it runs. Each instruction is put in one category from its opcode and
 the JAX source op names in its metadata (for a fusion: those of the ops fused into it):
@@ -25,12 +25,10 @@ import gzip
 import json
 import os
 import re
-import sys
 import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
 
 CATEGORIES = ["conv fwd", "conv input grad", "conv weight grad", "batch norm", "up-sampling",
               "concatenation", "pooling", "masking and sampling", "loss", "Adam update",
@@ -105,8 +103,6 @@ def trace_events(logdir: str) -> list:
 
 
 def main() -> None:
-  sys.path.insert(0, REPO)
-  sys.path.insert(0, HERE)
   import benchmark
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   p.add_argument("--batch", type=int, default=16)

@@ -9,7 +9,7 @@ blocks, summed; P = batch, i.e. one block per image), 9 shifted matmuls on flat 
 (OpenBLAS), the NumPy one through jax.pure_callback, and (batch 16) XLA and the XLA flat
 shifts on 8 batch slices of 2 (what model.batch_chunks=8 does). Run it idle.
 """
-import time, sys, numpy as np, jax, jax.numpy as jnp
+import time, numpy as np, jax, jax.numpy as jnp
 from jax import lax
 def med(fn, *a, r=15):
   jax.block_until_ready(fn(*a)); ts=[]

@@ -13,15 +13,15 @@ follows each noisy pixel). Same probe and step as the library.
 import argparse
 import json
 import os
-import sys
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, REPO)
-
-from configs import bsd68_n2v  # noqa: E402
-from n2v_jax import evaluate, inference  # noqa: E402
+from n2v_jax.configs import bsd68_n2v
+from n2v_jax.inference import blend
+from n2v_jax.inference import evaluation
+from n2v_jax.inference import predictor
+from n2v_jax.inference import tiling
+from n2v_jax.inference.options import PredictOptions
 
 
 def psnr(clean, x):
@@ -35,19 +35,19 @@ def main():
   parser.add_argument("--out", default="")
   args = parser.parse_args()
   data = bsd68_n2v.bsd68_dir()
-  pairs = evaluate.pair_files(os.path.join(data, "test_noisy_sigma25"), os.path.join(data, "test_clean"))
-  pred = inference.load_predictor(args.workdir, blend=False)
+  pairs = evaluation.pair_files(os.path.join(data, "test_noisy_sigma25"), os.path.join(data, "test_clean"))
+  pred = predictor.load_predictor(args.workdir)
   grid = np.linspace(0, 0.5, 101)
   rows, curves = [], []
   for stem, noisy_path, clean_path in pairs:
-    noisy = evaluate.read_plain(noisy_path).astype(np.float32)[..., None]
-    clean = evaluate.read_plain(clean_path).astype(np.float64)[..., None]
+    noisy = evaluation.read_plain(noisy_path).astype(np.float32)[..., None]
+    clean = evaluation.read_plain(clean_path).astype(np.float64)[..., None]
     x = pred.normalize.image(noisy)
-    denoise = lambda z: inference.predict_normalized(pred, z, tile=512)
+    denoise = lambda z: tiling.predict_normalized(pred, z, PredictOptions(tile=512))
     y = denoise(x)
     probe = np.random.default_rng(0).standard_normal(x.shape, dtype=np.float32)
-    response = (denoise(x + inference.PROBE_STEP * probe) - y) / inference.PROBE_STEP
-    k = float(inference.blend_weights(x, y, probe, response)[0])
+    response = (denoise(x + blend.PROBE_STEP * probe) - y) / blend.PROBE_STEP
+    k = float(blend.blend_weights(x, y, probe, response)[0])
     d = float(np.mean(probe.astype(np.float64) * response))
     r = float(np.mean((y.astype(np.float64) - x) ** 2))
     sigma_n = args.sigma / float(np.ravel(pred.normalize.std)[0])  # in normalized units

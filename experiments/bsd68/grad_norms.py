@@ -12,10 +12,6 @@ percentiles. On the BSD68 CPU recipe, seed 2 at step 800: median 1.09, 90th perc
 
 import argparse
 import os
-import sys
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, REPO)
 
 
 def main() -> None:
@@ -32,25 +28,30 @@ def main() -> None:
   import jax.numpy as jnp
   import numpy as np
   import optax
-  from n2v_jax import checkpoint, data as data_lib, losses, models, run_setup, steps
-  config = importlib.import_module(f"configs.{args.config}").get_config()
+  from n2v_jax.data import dataset as dataset_lib
+  from n2v_jax.nn import losses
+  from n2v_jax.nn import unet
+  from n2v_jax.training import session
+  from n2v_jax.training import steps
+  from n2v_jax.workdir import checkpoint
+  config = importlib.import_module(f"n2v_jax.configs.{args.config}").get_config()
   if args.seed is not None:
     config.seed = args.seed
-  dataset = data_lib.load(config.data, config.seed, models.divisor(config.model.depth), None,
-                          config.algorithm)
-  model = models.make_model(config.model, dataset.in_channels)
+  dataset = dataset_lib.load(config.data, config.seed, unet.divisor(config.model.depth), None,
+                             config.algorithm)
+  model = unet.make_model(config.model, dataset.in_channels)
   spec = steps.step_spec(config, dataset.patch)
-  init_key, train_key, _ = run_setup.keys(config.seed)
-  init_fn = run_setup.init_fn(model, steps.make_optimizer(config.opt), dataset)
+  init_key, train_key, _ = session.keys(config.seed)
+  init_fn = session.init_fn(model, steps.make_optimizer(config.opt), dataset)
   mngr = checkpoint.manager(os.path.abspath(args.workdir), keep=config.train.keep_checkpoints)
   state = checkpoint.restore(mngr, jax.eval_shape(init_fn, init_key), args.step)
   images, sizes = jnp.asarray(dataset.train_NSC), jnp.asarray(dataset.train_sizes)
 
   @jax.jit
   def loss_and_norm(state, step):
-    targets, masked, loss_mask = steps.masked_batch(step, images, sizes, train_key, spec)
+    masked, targets, loss_mask = steps.masked_batch(step, images, sizes, train_key, spec)
     def loss_fn(params):  # batch statistics as in training (no batch norm in the recipe)
-      pred = models.apply_model(model, {**state.variables, "params": params}, masked, train=True)
+      pred = unet.apply_model(model, {**state.variables, "params": params}, masked, train=True)
       return losses.LOSSES[spec.loss](pred, targets, loss_mask)
     loss, grads = jax.value_and_grad(loss_fn)(state.variables["params"])
     return loss, optax.global_norm(grads)

@@ -15,11 +15,10 @@ import subprocess
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, REPO)
+from absl import app, flags
+from ml_collections import config_flags
 
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 _CONFIG = config_flags.DEFINE_config_file("config", os.path.join(REPO, "configs/bsd68_cpu.py"),
                                           "Training config.")
@@ -50,12 +49,12 @@ def crops_figure(evaluation: dict, noisy_dir: str, clean_dir: str, out_png: str)
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  from n2v_jax import evaluate
+  from n2v_jax.inference.evaluation import read_plain
   stems = [r["image"] for r in evaluation["per_image"]][:3]
   fig, axes = plt.subplots(len(stems), 3, figsize=(9, 3 * len(stems)))
   for row, stem in zip(axes, stems):
-    noisy = evaluate.read_plain(os.path.join(noisy_dir, stem + ".tif"))
-    clean = evaluate.read_plain(os.path.join(clean_dir, stem + ".tif"))
+    noisy = read_plain(os.path.join(noisy_dir, stem + ".tif"))
+    clean = read_plain(os.path.join(clean_dir, stem + ".tif"))
     pred = evaluation["predictions"][(stem, False)]
     r = next(p for p in evaluation["per_image"] if p["image"] == stem)
     y, x = noisy.shape[0] // 2 - 64, noisy.shape[1] // 2 - 64
@@ -75,8 +74,12 @@ def main(argv) -> None:
   import jax
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.WARNING)
-  from configs import bsd68_n2v
-  from n2v_jax import checkpoint, cluster, evaluate, train
+  from n2v_jax.configs import bsd68_n2v
+  from n2v_jax import errors
+  from n2v_jax.inference import evaluation
+  from n2v_jax.inference.options import PredictOptions
+  from n2v_jax.io import files
+  from n2v_jax.training import trainer
   config = _CONFIG.value
   data = bsd68_n2v.bsd68_dir()
   noisy_dir, clean_dir = (os.path.join(data, "test_noisy_sigma25"), os.path.join(data, "test_clean"))
@@ -88,21 +91,22 @@ def main(argv) -> None:
   workdir = os.path.abspath(_WORKDIR.value)
 
   timing_path = os.path.join(workdir, "timing.json")
-  timing = checkpoint.read_json(timing_path) if os.path.exists(timing_path) else {"train_seconds": 0.0}
+  timing = files.read_json(timing_path) if os.path.exists(timing_path) else {"train_seconds": 0.0}
   t0 = time.perf_counter()
   try:
-    train.train_and_evaluate(config, workdir)
-  except (ValueError, FileNotFoundError, FileExistsError, train.NonFiniteLossError) as e:
-    print(f"error: {e}", file=sys.stderr)
+    trainer.train_and_evaluate(config, workdir)
+  except (errors.N2VError, OSError) as e:
+    print(f"error: {errors.one_line(e)}", file=sys.stderr)
     sys.exit(1)
   timing["train_seconds"] += time.perf_counter() - t0  # includes compilation, excludes scoring
-  cluster.write_json_atomic(timing_path, timing)
+  files.write_json_atomic(timing_path, timing)
 
   t0 = time.perf_counter()
   blend = bool(config.predict.blend)  # then scored both ways: the network alone, and blended
-  ev = evaluate.evaluate(workdir, noisy_dir, clean_dir, results, (False, True),
-                         tile=config.predict.tile, data_range=255.0, overwrite=True,
-                         keep_predictions=True, blend_modes=(False, True) if blend else (False,))
+  ev = evaluation.evaluate(workdir, noisy_dir, clean_dir, results, (False, True),
+                           blend_modes=(False, True) if blend else (False,),
+                           options=PredictOptions(tile=config.predict.tile, overwrite=True),
+                           data_range=255.0, keep_predictions=True)
   device = jax.devices()[0]
   m, s = ev["mean"], ev["std"]
   summary = {
@@ -126,7 +130,7 @@ def main(argv) -> None:
     summary.update({"psnr_blend": m["plain_blend_psnr"], "psnr_blend_std": s["plain_blend_psnr"],
                     "psnr_tta_blend": m["tta_blend_psnr"], "psnr_tta_blend_std": s["tta_blend_psnr"],
                     "ssim_blend": m["plain_blend_ssim"], "ssim_tta_blend": m["tta_blend_ssim"]})
-  cluster.write_json_atomic(os.path.join(results, "results.json"), summary)
+  files.write_json_atomic(os.path.join(results, "results.json"), summary)
   label = {"n2v": "N2V", "n2n": "Noise2Noise", "care": "CARE"}[config.algorithm]
   md = [f"# BSD68 sigma 25: `{name}`", "",
         f"Steps {summary['steps']} x batch {summary['batch_size']}; training wall time "

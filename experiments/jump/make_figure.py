@@ -25,8 +25,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from n2v_jax import batch, fields, tiff_io  # noqa: E402
+from n2v_jax.inference import dtypes
+from n2v_jax.io import fields
+from n2v_jax.io import tiff
 
 CHANNELS = (("5", "DNA"), ("3", "RNA"), ("2", "AGP"))
 
@@ -55,14 +56,14 @@ def measure(noisy: np.ndarray, den: np.ndarray) -> dict:
 
 def main(noisy_dir: str, denoised_dir: str, out_png: str, out_json: str | None = None,
          crop=(420, 420, 160)) -> dict:
-  (field,), _, _ = fields.group_fields(tiff_io.list_images(noisy_dir), "phenix",
+  (field,), _, _ = fields.group_fields(tiff.list_images(noisy_dir), "phenix",
                                        [c for c, _ in CHANNELS])
   y0, x0, size = crop
   fig, axes = plt.subplots(len(CHANNELS), 6, figsize=(24, 4.2 * len(CHANNELS)))
   results = {}
   for row, (path, (ch, name)) in enumerate(zip(field.paths, CHANNELS)):
-    noisy = tiff_io.read_image(path).data.astype(np.float32)
-    den = batch.read_denoised(os.path.join(denoised_dir, os.path.basename(path)))
+    noisy = tiff.read_image(path).data.astype(np.float32)
+    den = dtypes.read_denoised(os.path.join(denoised_dir, os.path.basename(path)))
     results[name] = measure(noisy, den)
     lo, hi = np.percentile(noisy, [0.5, 99.5])
     crop_n = noisy[y0:y0 + size, x0:x0 + size]

@@ -20,17 +20,19 @@ removed with it. Prints one table row per channel and writes `results.json` in -
 import argparse
 import json
 import os
-import sys
 import time
 
 import numpy as np
 import tifffile
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, REPO)
+from n2v_jax.configs import jump
+from n2v_jax.inference import metrics
+from n2v_jax.inference import predictor
+from n2v_jax.training import config as train_config
+from n2v_jax.training import trainer
+from n2v_jax.inference.options import PredictOptions
 
-from configs import jump  # noqa: E402
-from n2v_jax import config_lib, inference, metrics, train  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 FIELDS = {
     "jump": ("microscopy/jump_cpg0000_BR00117006_A01_s1/jump_BR00117006_A01_s1_CYX.tif",
@@ -109,13 +111,13 @@ def main() -> None:
     old = node[field]
     node[field] = (value if isinstance(old, str) else type(old)(json.loads(value))
                    if not isinstance(old, tuple) else tuple(json.loads(value)))
-  config_lib.validate(config)
+  train_config.validate(config)
   t0 = time.perf_counter()
-  train.train_and_evaluate(config, os.path.join(args.workdir, "train"))
+  trainer.train_and_evaluate(config, os.path.join(args.workdir, "train"))
   train_s = time.perf_counter() - t0
-  pred = inference.load_predictor(os.path.join(args.workdir, "train"))
-  denoised = inference.predict_image(pred, np.moveaxis(noisy, 0, -1).astype(np.float32),
-                                     config.predict.tile)
+  pred = predictor.load_predictor(os.path.join(args.workdir, "train"))
+  denoised = predictor.predict_image(pred, np.moveaxis(noisy, 0, -1).astype(np.float32),
+                                     PredictOptions(tile=config.predict.tile))
   denoised = np.moveaxis(denoised, -1, 0)
   rows = {name: score(reference[c], noisy[c], denoised[c]) for c, name in enumerate(names)}
   result = {"field": args.field, "photons": args.photons, "gain": args.gain,

@@ -11,7 +11,7 @@ Small on purpose (CPU budget): 128x128 image, 8-feature depth-2 U-Net, 300 steps
 8 patches of 32x32.
 """
 
-from configs import default
+from n2v_jax.configs import default
 
 SEEDS = (0, 1, 2)
 PERC_PIX = (0.5, 2.0, 8.0)

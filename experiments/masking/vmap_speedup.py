@@ -15,13 +15,12 @@ import importlib.util
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
-from n2v_jax import multi, train  # noqa: E402
+from n2v_jax.training import multi
+from n2v_jax.training import trainer
 
 
 PERC_PIX = (0.5, 2.0, 8.0)  # the masking study's percentages
@@ -59,7 +58,7 @@ def main() -> None:
     t0 = time.perf_counter()
     seq_dirs = [os.path.join(root, f"seq{i}") for i in range(len(configs))]
     for c, d in zip(configs, seq_dirs):
-      train.train_and_evaluate(c, d)
+      trainer.train_and_evaluate(c, d)
     t_seq = time.perf_counter() - t0
     result = {"models": len(configs), "steps": args.steps, "sequential_wall_s": round(t_seq, 1),
               "perc_pix": [c.mask.perc_pix for c in configs]}

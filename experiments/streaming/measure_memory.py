@@ -46,9 +46,8 @@ def train_once(path: str, steps: int, streaming: bool, workroot: str | None,
                **data: object) -> tuple[float, dict]:
   """One training run of the measured model on `path` in this process (data.* overrides):
   (seconds, its last metrics.jsonl line)."""
-  sys.path.insert(0, REPO)
-  from configs import default
-  from n2v_jax import train
+  from n2v_jax.configs import default
+  from n2v_jax.training import trainer
   config = default.get_config()
   config.data.path = path
   config.data.streaming = streaming
@@ -64,7 +63,7 @@ def train_once(path: str, steps: int, streaming: bool, workroot: str | None,
   config.train.data_parallel = False  # one device for both modes: same model, same work
   t0 = time.perf_counter()
   with tempfile.TemporaryDirectory(dir=workroot) as workdir:
-    train.train_and_evaluate(config, workdir)
+    trainer.train_and_evaluate(config, workdir)
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
       return time.perf_counter() - t0, [json.loads(l) for l in f][-1]
 

@@ -48,7 +48,6 @@ def write_image(path: str, frames: int, seed: int = 0) -> None:
 
 def child(args) -> None:
   """One streaming training run in this process; prints its JSON line."""
-  sys.path.insert(0, HERE)
   from measure_memory import _status_mib, train_once
   seconds, last = train_once(args.path, args.steps, True, args.workroot)
   peak = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -66,7 +65,6 @@ def main() -> None:
   parser.add_argument("--gib", type=float, default=1.25, help="uncompressed image size")
   parser.add_argument("--budget-mib", type=int, default=1024, help="the memory budget")
   parser.add_argument("--steps", type=int, default=10)
-  sys.path.insert(0, HERE)
   from measure_memory import add_child_args
   add_child_args(parser)
   args = parser.parse_args()

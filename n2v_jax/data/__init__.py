@@ -1,0 +1,1 @@
+"""From files to training patches: sources, the normalizer, the dataset, the samplers."""
