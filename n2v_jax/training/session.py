@@ -105,9 +105,8 @@ class Session:
     p_plateau = jax.jit(over(functools.partial(
         steps.update_plateau, factor=self.config.opt.plateau_factor,
         patience=self.config.opt.plateau_patience)))
-    on_sync = SyncHandler(self.config, self.workdirs, self.mngrs, start, p_eval, val,
-                          p_plateau, stacked=self.stacked, primary=self.primary, extra=extra,
-                          p_preview=preview_fn(model, stacked=self.stacked))
+    on_sync = SyncHandler(self, start, p_eval, p_plateau, val, extra,
+                          preview_fn(model, stacked=self.stacked))
     jax.block_until_ready((state, inputs))
     try:
       state, stopped = loop.run(run_step, state, start, self.config.train, stop_after, on_sync,
@@ -154,16 +153,18 @@ class SyncHandler:
   metrics line per model (and TensorBoard events), evaluate (and update the plateau
   schedule), checkpoint.
 
-  p_preview: preview_fn(model, stacked); with train.tensorboard each evaluation logs the
-  first validation patch and the current model's prediction of it."""
+  p_eval, p_plateau: the jitted validation loss and plateau update (vmapped for K models);
+  val: the fixed validation set; extra: keys added to every metrics line; p_preview:
+  preview_fn(model, stacked): with train.tensorboard each evaluation logs the first
+  validation patch and the current model's prediction of it."""
 
-  def __init__(self, config: Any, workdirs: Sequence[str], mngrs: Sequence[Any], start: int,
-               p_eval: Any, val: tuple | None, p_plateau: Any, stacked: bool,
-               primary: bool = True, extra: dict | None = None, p_preview: Any = None):
-    self.config, self.workdirs, self.mngrs, self.stacked = config, list(workdirs), mngrs, stacked
+  def __init__(self, run: Session, start: int, p_eval: Any, p_plateau: Any,
+               val: tuple | None, extra: dict | None, p_preview: Any):
+    self.config, self.workdirs, self.mngrs = run.config, run.workdirs, run.mngrs
+    self.stacked, self.primary = run.stacked, run.primary
     self.p_eval, self.val, self.p_plateau, self.extra = p_eval, val, p_plateau, extra or {}
     self.p_preview = p_preview
-    self.primary = primary
+    primary, config = self.primary, self.config
     self.metrics_paths = [os.path.join(w, "metrics.jsonl") for w in self.workdirs]
     if primary:
       for p in self.metrics_paths:
