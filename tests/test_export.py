@@ -255,3 +255,48 @@ def test_test_input_from_a_file_is_cropped_and_padded(packages, tmp_path):
   x = _npy(str(tmp_path / "m.zip"), "test_input.npy")
   assert x.shape == (1, 3, min_size, min_size)  # Y cropped (centred), X reflect-padded
   np.testing.assert_array_equal(x[0, :, :, :min_size - 2], image[:, 1:min_size + 1])
+
+
+def _core_predict(zip_path: str, x_BC: np.ndarray, block_n: int | None) -> np.ndarray:
+  """What bioimage.io consumers run (`bioimageio predict`, napari's bioimage.io plugin):
+  bioimageio.core's prediction pipeline, on the whole image (it pads the declared halo) or
+  block by block (blocks of the parameterized size min + block_n * step, the halo around each)."""
+  from bioimageio.core import predict
+  sample = predict(model=zip_path, inputs=x_BC, blocksize_parameter=block_n)
+  (member,) = sample.members.values()
+  return np.asarray(member.data)
+
+
+def _image_like(x: np.ndarray, shape, seed: int) -> np.ndarray:
+  """A new noisy image with the test input's statistics: smooth structure (what the network
+  denoises, so that borders matter) plus noise, of the given (B, C, *spatial) shape."""
+  rng = np.random.default_rng(seed)
+  grids = np.meshgrid(*[np.linspace(0, 3 * np.pi, n) for n in shape[2:]], indexing="ij")
+  structure = np.prod([np.sin(g + i) for i, g in enumerate(grids)], axis=0)
+  image = x.mean() + x.std() * (structure + 0.5 * rng.normal(size=shape))
+  return np.abs(image).astype(np.float32)
+
+
+@pytest.mark.parametrize("blockwise", [False, True], ids=["whole", "blockwise"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_bioimageio_core_predict_reproduces_n2v_jax(packages, case, blockwise):
+  """A consumer's prediction on a new image, of another size than the test tensor's, borders
+  included, equals n2v_jax's: the input declares the padding the network was built around."""
+  pytest.importorskip("bioimageio.core", reason="bioimageio.core is not installed")
+  workdir, zip_path = packages(case)
+  pred = predictor.load_predictor(workdir)
+  test_x = _npy(zip_path, "test_input.npy")
+  step, min_size, halo = rdf.size_constraints(pred)
+  # Sizes the pipeline accepts (it checks the whole image against min + n * step, after
+  # padding the halo when not blockwise), none equal to the test tensor's. Blockwise: blocks
+  # whose cores are about a third of the image, so that there are inner and border blocks and
+  # the last one along an axis is cut by the image's end.
+  block_n = halo // step if blockwise else None
+  base = min_size + (halo // step) * step if blockwise else step * (min_size // step)
+  spatial = [base + k * step for k in (3, 1, 2)][:len(pred.spatial_axes)]
+  x = _image_like(test_x, (1, pred.in_channels, *spatial), seed=len(case))
+  assert x.shape != test_x.shape
+  expected = _n2v_jax_predict(pred, x)
+  actual = _core_predict(zip_path, x, block_n)
+  assert actual.shape == expected.shape
+  assert _relative_error(actual, expected) < 1e-5

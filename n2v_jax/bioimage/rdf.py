@@ -135,6 +135,11 @@ def describe(pred: predictor.Predictor, name: str, authors: list[str], license_i
           "test_tensor": entry("test_input"),
           "sample_tensor": entry("sample_input"),
           "data": {"type": "float32"},
+          # How a consumer fills the halo it adds around an image or a block at the image's
+          # border: n2v_jax reflects without repeating the edge pixel (inference.tiling),
+          # while bioimageio.core's default, 'symmetric', repeats it and changes the
+          # output near every border.
+          "pad": {"mode": "reflect"},
           "preprocessing": pre,
       }],
       "outputs": [{
