@@ -25,7 +25,8 @@ def _options(f) -> options_lib.PredictOptions:
       tile=f.tile, tta=f.tta, blend={"auto": None, "on": True, "off": False}[f.blend],
       axes=f.axes or None, dtype=f.dtype, int_scale=f.int_scale, int_offset=f.int_offset,
       overwrite=f.overwrite, shard=f.shard, channel_pattern=f.channel_pattern,
-      channels=f.channels or None, progress=f.progress)
+      channels=f.channels or None, check_channel_names=f.check_channel_names,
+      progress=f.progress)
 
 
 def _main(argv) -> None:
@@ -41,8 +42,10 @@ def _main(argv) -> None:
     cli.stopped(e.signum, f"{e}, every block written is complete")
   except jobs.JobsFailed as e:  # a folder or plate: the failures were listed as they happened
     _report(e.summary, failed=True)
-    print(f"error: {len(e.summary.failed)} job(s) failed; rerun to retry them (finished "
-          "files are skipped)", file=sys.stderr)
+    first = e.summary.failed[0]
+    print(f"error: {os.path.join(f.input, first.name)}: {first.reason} "
+          f"({len(e.summary.failed)} of {len(e.summary.results)} job(s) failed; rerun to retry "
+          "them, finished files are skipped)", file=sys.stderr)
     sys.exit(cli.EXIT_SOME_FAILED)
   except (N2VError, OSError) as e:
     cli.fail(e)
@@ -90,6 +93,8 @@ def main() -> None:
                       "'phenix' or a regex with (?P<channel>...); default: as in training.")
   flags.DEFINE_string("channels", "", "Channel ids in model order, e.g. 5,3,2; default: as "
                       "in training.")
+  flags.DEFINE_bool("check_channel_names", True, "Refuse an input whose channel names "
+                    "(ImageJ labels, OME, omero) differ from those the model was trained on.")
   flags.DEFINE_bool("progress", True, "Progress bar for folders (stderr).")
   flags.mark_flags_as_required(["workdir", "input", "output"])
   cli.run(_main)

@@ -50,6 +50,7 @@ def _check_output(output: str, overwrite: bool) -> None:
   if os.path.isdir(output):
     raise N2VError(f"--output {output} is a folder; give a .zip file name")
   files.refuse_existing(output, overwrite)
+  files.check_output_folder(output)
 
 
 def export_bioimageio(workdir: str, output: str, name: str | None = None,

@@ -28,6 +28,7 @@ from n2v_jax import reporter
 from n2v_jax.data import normalizer as normalizer_lib, sampling, sources
 from n2v_jax.data.sampling import Views
 from n2v_jax.errors import N2VError
+from n2v_jax.io import pixels
 
 # Streaming: normalization statistics come from at most this many voxels per channel (4M):
 # random training-size patches when the training data is larger, every pixel otherwise.
@@ -208,6 +209,10 @@ def build_dataset(data_cfg: Any, source: sources.Source, patch: tuple[int, ...],
     raise N2VError("data.val_path: n2n/care hold out part of data.path (data.val_fraction); "
                    "a separate validation set has no targets")
   streaming = bool(data_cfg.streaming)
+  if not streaming:  # the normalizer's pixels, then the padded training array: float32 each
+    voxels = len(train) * int(np.prod(train.size.max(0))) * train.source.channels
+    pixels.check_memory(source.name(0) if len(source) == 1 else data_cfg.path or "data.path",
+                        2 * 4 * voxels, f"training in memory on {len(train)} image(s)")
   inputs = Views(source, train.sample, train.origin, train.size)  # statistics: inputs only
   normalize = fit_normalizer(inputs, patch, data_cfg.normalization, tuple(data_cfg.percentiles),
                              seed, STATS_PIXELS if streaming else math.inf, data_cfg.transform)

@@ -17,7 +17,7 @@ import numpy as np
 from n2v_jax.errors import N2VError, NotFoundError
 from n2v_jax.inference import metrics, predictor
 from n2v_jax.inference.options import PredictOptions
-from n2v_jax.io import files, tiff
+from n2v_jax.io import files, pixels, tiff
 
 _EXTENSIONS = (".tif", ".tiff", ".png")
 
@@ -27,7 +27,10 @@ def read_plain(path: str) -> np.ndarray:
   if path.lower().endswith(".png"):
     from PIL import Image
     with Image.open(path) as im:
-      return np.asarray(im)
+      pixels.check(path, (im.height, im.width, len(im.getbands())), np.uint16, whole=True)
+      data = np.asarray(im)
+    pixels.check_dtype(path, data.dtype)
+    return data
   return tiff.read_image(path).data
 
 

@@ -60,13 +60,15 @@ def _input_notes(array: np.ndarray) -> list[str]:
 
 
 def denoise_array(pred: predictor.Predictor, name: str, data: np.ndarray, axes: str,
-                  options: PredictOptions) -> tuple[np.ndarray, list[str]]:
+                  options: PredictOptions, channel_names: list[str] | None = None,
+                  ) -> tuple[np.ndarray, list[str]]:
   """An image of any axes denoised sample by sample, in its own layout (float32), and the
-  notes worth reporting about it."""
+  notes worth reporting about it. channel_names: the file's, checked against the model's."""
   array, spatial_axes = to_canonical(data, axes)
   if min(array.shape[1:-1], default=0) < 1 or array.shape[0] < 1:
     raise N2VError(f"{name}: empty image (shape {data.shape}, axes {axes})")
-  predictor.check_input(pred, name, array, spatial_axes)
+  predictor.check_input(pred, name, array, spatial_axes,
+                        channel_names if options.check_channel_names else None)
   notes = _input_notes(array)
   out = np.stack([predictor.predict_image(pred, s.astype(np.float32), options) for s in array])
   return from_canonical(out, axes, data.shape), notes
@@ -80,7 +82,8 @@ def run_job(pred: predictor.Predictor, job: Job, options: PredictOptions) -> Res
     return Result(job.name, "skipped", outputs=list(job.outputs))
   if job.field is None:
     img = tiff.read_image(job.inputs[0], options.axes)
-    out, notes = denoise_array(pred, job.inputs[0], img.data, img.axes, options)
+    out, notes = denoise_array(pred, job.inputs[0], img.data, img.axes, options,
+                               img.channel_names)
     out, meta, more = dtypes.to_output_dtype(out, img.data.dtype, options)
     tiff.write_image(job.outputs[0], out, img.axes, like=img, overwrite=options.overwrite,
                      extra_metadata=meta)

@@ -95,8 +95,9 @@ def denoise_image(pred: predictor.Predictor, in_path: str, out_path: str,
     raise N2VError(f"{in_path}: empty image ({img.describe()})")
   spatial = "ZYX" if "Z" in img.axes else "YX"
   channels = img.shape[img.axes.index("C")] if "C" in img.axes else 1
-  predictor.check_input(pred, in_path, np.zeros((1,) * len(spatial) + (channels,), np.float32),
-                        spatial)  # channels and axes before anything is written
+  predictor.check_input(  # channels and axes before anything is written
+      pred, in_path, np.zeros((1,) * len(spatial) + (channels,), np.float32), spatial,
+      img.channel_names if options.check_channel_names else None)
   out_dtype = dtypes.output_dtype(img.dtype, options)
   block, counts = omezarr.block_grid(img.shape, img.axes, img.write_chunks, options.block_voxels)
   header = _header(img, out_dtype, block, counts)
@@ -120,6 +121,7 @@ def denoise_image(pred: predictor.Predictor, in_path: str, out_path: str,
     extra.update(n2v_scale=float(options.int_scale), n2v_offset=float(options.int_offset))
   omezarr.create_image(out_path, img, out_dtype, extra, header)  # False: it was there
   _, done = log.read()
+  started_here = not done
   out = zarr.open_array(os.path.join(out_path, img.level_path) if img.level_path else out_path,
                         mode="r+")
   notes: list[str] = []
@@ -130,7 +132,12 @@ def denoise_image(pred: predictor.Predictor, in_path: str, out_path: str,
       raise jobs.Stopped(preemption.signum, f"stopped after {len(done)} of "
                          f"{header['blocks']} block(s) of {out_path}")
     core = omezarr.block_slices(b, img.shape, block, counts)
-    y = predict_block(pred, img, core, options, in_path)
+    try:
+      y = predict_block(pred, img, core, options, in_path)
+    except N2VError:  # the input itself (NaN pixels): a rerun would fail there again, so
+      if started_here:  # an output this run began is not left behind half-made
+        omezarr.remove_output(out_path)
+      raise
     y, _, more = dtypes.to_output_dtype(y, img.dtype, options)
     out[core] = y
     log.add(b)  # after the chunks are stored: a listed block is complete

@@ -49,6 +49,7 @@ class PredictOptions:
   shard: tuple[int, int] | str | None = (0, 1)  # (i, N) or 'i/N': a folder's or plate's part
   channel_pattern: str | None = None  # group single-channel files; None: as trained
   channels: tuple[str, ...] | None = None  # channel ids in model order; None: as trained
+  check_channel_names: bool = True  # refuse an input whose channel names differ from training's
   progress: bool = False  # a progress bar over a folder's files or a plate's fields
   report: bool = True  # write n2v_batch_report*.json into an output folder or plate
   block_voxels: int = omezarr.BLOCK_VOXELS  # OME-Zarr: input voxels per block

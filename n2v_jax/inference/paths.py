@@ -18,6 +18,7 @@ def predict_file(pred: predictor.Predictor, in_path: str, out_path: str,
   """One TIFF to one TIFF: the one-file case of the folder job."""
   options = options or PredictOptions()
   files.refuse_existing(out_path, options.overwrite)
+  files.check_output_folder(out_path)  # before the work, not after it
   return folders.run_job(pred, jobs.Job(os.path.basename(in_path), [in_path], [out_path]),
                          options)
 

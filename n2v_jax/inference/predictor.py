@@ -132,7 +132,11 @@ def _denoise_normalized(pred: Predictor, x: np.ndarray, options: PredictOptions)
   return y
 
 
-def check_input(pred: Predictor, name: str, array: np.ndarray, spatial_axes: str) -> None:
+def check_input(pred: Predictor, name: str, array: np.ndarray, spatial_axes: str,
+                channel_names: list[str] | None = None) -> None:
+  """The image fits the model: spatial axes, channel count, channel names when both the
+  file and the model have them (a model applied to channels in another order gives a
+  plausible wrong answer), finite pixels."""
   if spatial_axes != pred.spatial_axes:
     raise N2VError(f"{name}: spatial axes {spatial_axes}, but the model was trained on "
                    f"{pred.spatial_axes} data")
@@ -140,6 +144,11 @@ def check_input(pred: Predictor, name: str, array: np.ndarray, spatial_axes: str
     names = pred.meta.channel_names
     raise N2VError(f"{name}: {array.shape[-1]} channel(s), but the model was trained on "
                    f"{pred.in_channels}" + (f" ({', '.join(names)})" if names else ""))
+  trained = pred.meta.channel_names
+  if channel_names and trained and list(channel_names) != list(trained):
+    raise N2VError(f"{name}: channels named {', '.join(channel_names)}, but the model was "
+                   f"trained on {', '.join(trained)}; give them in the model's order, or pass "
+                   "--nocheck_channel_names if they are the same channels under other names")
   bad = ~np.isfinite(array)
   if bad.any():
     raise N2VError(f"{name}: {int(bad.sum())} NaN/inf pixel(s); clean them before denoising")

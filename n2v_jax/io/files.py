@@ -14,7 +14,7 @@ import stat
 import tempfile
 from typing import Any
 
-from n2v_jax.errors import ExistsError, N2VError, WriteError
+from n2v_jax.errors import ExistsError, N2VError, NotFoundError, WriteError
 
 # Write errors every later write meets too: a plate stops at the first one.
 FOLDER_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
@@ -53,6 +53,13 @@ def write_csv_atomic(path: str, columns: list[str], rows: list[dict]) -> None:
   writer.writeheader()
   writer.writerows(rows)
   write_text_atomic(path, text.getvalue())
+
+
+def check_output_folder(path: str) -> None:
+  """An output file goes into a folder that exists: a mistyped folder is not created."""
+  folder = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(folder):
+    raise NotFoundError(f"{folder}: no such folder (for output {path})")
 
 
 def refuse_existing(path: str, overwrite: bool) -> None:

@@ -3,6 +3,7 @@
 import numpy as np
 
 from n2v_jax.errors import N2VError
+from n2v_jax.io import pixels
 from n2v_jax.io.axes import validate_axes
 
 
@@ -14,5 +15,9 @@ def open_npy(path: str, axes: str | None) -> tuple[np.ndarray, str]:
     data = np.load(path, allow_pickle=False, mmap_mode="r")
   except ValueError as e:
     raise N2VError(f"{path}: not a plain NumPy array file ({e})") from None
-  return data, validate_axes(axes, data.ndim)
+  pixels.check_dtype(path, data.dtype)
+  try:
+    return data, validate_axes(axes, data.ndim)
+  except N2VError as e:
+    raise N2VError(f"{path}: {e}") from None
 

@@ -35,7 +35,7 @@ import numpy as np
 import zarr
 
 from n2v_jax.errors import N2VError, NotFoundError
-from n2v_jax.io import files
+from n2v_jax.io import files, pixels
 from n2v_jax.io.axes import validate_axes
 
 NGFF_AXES = {"t": "T", "c": "C", "z": "Z", "y": "Y", "x": "X"}
@@ -151,6 +151,7 @@ def open_image(path: str, axes: str | None = None) -> ZarrImage:
       letters = validate_axes(axes, node.ndim)
     except N2VError as e:
       raise N2VError(f"{path}: {e}") from None
+    pixels.check_dtype(path, node.dtype)
     return ZarrImage(path, node, letters)
   attrs = _attributes(node)
   multiscales = attrs.get("multiscales")
@@ -163,6 +164,7 @@ def open_image(path: str, axes: str | None = None) -> ZarrImage:
     array = node[level]
   except KeyError:
     raise N2VError(f"{path}: level 0 ({level!r}) of the multiscales is missing") from None
+  pixels.check_dtype(path, array.dtype)
   named, letters = _our_axes(path, _ngff_axes(ms), tuple(array.shape))
   if axes and validate_axes(axes) not in (named, letters):
     raise N2VError(f"{path}: axes {axes} given, but the OME-Zarr metadata says {named} "
@@ -211,6 +213,10 @@ def plate_wells(path: str) -> list[str]:
 
 def plate_fields(path: str) -> list[str]:
   """Every field of a plate as 'row/column/field' (relative to the plate), in order."""
+  for w in plate_wells(path):
+    if not is_zarr(os.path.join(path, w)):
+      raise NotFoundError(f"{os.path.join(path, w)}: well {w} is listed in the plate's "
+                          "metadata but is not there (an incomplete copy?)")
   return [f"{w}/{f}" for w in plate_wells(path) for f in well_fields(os.path.join(path, w))]
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import tifffile
 
 from n2v_jax.errors import N2VError, NotFoundError
-from n2v_jax.io import files
+from n2v_jax.io import files, pixels
 from n2v_jax.io.axes import ALIASES, validate_axes
 _IMAGEJ_ORDER = "TZCYX"
 _IMAGEJ_DTYPES = "BHhf"  # uint8, uint16, int16, float32: what tifffile writes as ImageJ
@@ -163,6 +163,7 @@ def read_image(path: str | os.PathLike, axes: str | None = None, lazy: bool = Fa
   try:
     with tifffile.TiffFile(path) as tif:
       series = tif.series[0]
+      pixels.check(path, tuple(series.shape), series.dtype, whole=not lazy)
       n2v = _n2v_imagej_read(tif, series, lazy) if tif.is_imagej else None
       if n2v is not None:
         data, file_axes = n2v
@@ -193,6 +194,9 @@ def read_image(path: str | os.PathLike, axes: str | None = None, lazy: bool = Fa
       if "XResolution" in page.tags and "YResolution" in page.tags:
         resolution = tuple(page.resolution)
         resolution_unit = int(page.resolutionunit)
+  except N2VError:
+    held.close(emit=False)
+    raise
   except Exception as exc:  # tifffile raises many types for broken/unsupported files
     held.close(emit=False)
     reason = str(exc) or type(exc).__name__
@@ -200,7 +204,10 @@ def read_image(path: str | os.PathLike, axes: str | None = None, lazy: bool = Fa
   held.close(emit=True)
 
   if axes is not None:
-    given = validate_axes(axes)
+    try:
+      given = validate_axes(axes)
+    except N2VError as e:
+      raise N2VError(f"{path}: {e}") from None
     if meaningful and len(given) != data.ndim:
       raise N2VError(f"{path}: axes {given!r} given, but the file has {data.ndim} dimensions "
                      f"(shape {data.shape}, axes {file_axes!r} in its metadata)")
@@ -333,9 +340,7 @@ def write_image(
   if os.path.isdir(path):
     raise N2VError(f"{path}: is a folder; give an output file name")
   files.refuse_existing(path, overwrite)
-  folder = os.path.dirname(os.path.abspath(path))
-  if not os.path.isdir(folder):
-    raise NotFoundError(f"{folder}: no such folder (for output {path})")
+  files.check_output_folder(path)
 
   names = None
   if "C" in axes:
