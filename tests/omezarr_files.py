@@ -13,11 +13,11 @@ def _fmt(version):
   return (FormatV04(), 2) if version == "0.4" else (None, 3)
 
 
-def write_ome(path, data, axes, chunks, version="0.5", names=NAMES):
-  """An OME-Zarr image as ome-zarr-py writes it (with one downsampled level)."""
+def write_ome(path, data, axes, chunks, version="0.5", names=NAMES, scale_factors=(2,)):
+  """An OME-Zarr image as ome-zarr-py writes it (by default with one downsampled level)."""
   fmt, zarr_format = _fmt(version)
   group = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
-  write_image(data, group, axes=list(axes.lower()), fmt=fmt, scale_factors=(2,),
+  write_image(data, group, axes=list(axes.lower()), fmt=fmt, scale_factors=scale_factors,
               scale={a: SCALE[a] for a in axes.lower()}, storage_options={"chunks": chunks},
               **({"omero": _omero(names)} if names else {}))
   return str(path)

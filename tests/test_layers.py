@@ -15,7 +15,8 @@ PACKAGE = os.path.join(REPO, "n2v_jax")
 RANKS = {"errors": 0, "reporter": 0, "choices": 0, "preemption": 0, "configs": 0,
          "io": 1, "data": 2, "nn": 3, "workdir": 4, "inference": 5, "training": 6,
          "bioimage": 6}
-COMMAND_LINES = {"cli", "train", "predict", "evaluate", "export", "sweep"}  # rank 7
+# rank 7: the command lines and the napari plugin (the user interfaces)
+COMMAND_LINES = {"cli", "train", "predict", "evaluate", "export", "sweep", "napari_plugin"}
 
 
 def _modules() -> dict[str, str]:
@@ -114,6 +115,13 @@ def test_the_io_layer_has_no_jax(forbidden):
                                             "n2v_jax.choices", "n2v_jax.preemption"):
       bad = [t for t, _ in _imports(path) if t.split(".")[0] == forbidden]
       assert not bad, f"{module} imports {bad}"
+
+
+@pytest.mark.parametrize("gui", ["napari", "qtpy", "PyQt5", "PyQt6", "PySide6", "magicgui"])
+def test_only_the_napari_plugin_needs_a_gui(gui):
+  """The library runs without Qt: only n2v_jax.napari_plugin (an optional extra) imports it."""
+  users = {m for m, p in MODULES.items() if any(t.split(".")[0] == gui for t, _ in _imports(p))}
+  assert all(_group(m) == "napari_plugin" for m in users), users
 
 
 def test_only_the_checkpoint_module_imports_orbax():

@@ -176,11 +176,12 @@ def test_ome_zarr_reads_what_n2v_writes_and_values_match(pred, tmp_path, version
   result = omezarr_jobs.denoise_image(pred, src, out, PredictOptions(tta=tta,
                                                                      block_voxels=3 * 26 * 34))
   header, done = omezarr.BlockLog(out).read()
-  assert result.status == "done" and header["blocks"] == len(done) == 2 * 2 * 2 > 1
+  # level 0's 2 x 2 x 2 blocks, then level 1's
+  assert result.status == "done" and header["blocks"] == len(done) == 8 + _blocks(header, 1)
   meta, denoised, _ = read_ome(out)
   in_meta, _, _ = read_ome(src)
   assert meta["axes"] == in_meta["axes"]
-  assert meta["coordinateTransformations"] == in_meta["coordinateTransformations"][:1]
+  assert meta["coordinateTransformations"] == in_meta["coordinateTransformations"]
   assert meta["channel_names"] == NAMES
   assert omezarr.open_image(out).chunks == (1, 1, 13, 17) and omezarr.open_image(out).version \
       == version
@@ -196,7 +197,8 @@ def test_block_regions_match_whole_image_3d(tmp_path):
   src = write_ome(tmp_path / "in.ome.zarr", data, "ZYX", (5, 10, 15), names=None)
   omezarr_jobs.denoise_image(p, src, str(tmp_path / "out.ome.zarr"),
                              PredictOptions(block_voxels=5 * 10 * 15))
-  assert omezarr.BlockLog(str(tmp_path / "out.ome.zarr")).read()[0]["blocks"] == 8
+  header = omezarr.BlockLog(str(tmp_path / "out.ome.zarr")).read()[0]
+  assert header["blocks"] == 8 + _blocks(header, 1)
   _, denoised, _ = read_ome(tmp_path / "out.ome.zarr")
   whole = predictor.predict_image(p, data[..., None], PredictOptions(tile=0))[..., 0]
   np.testing.assert_allclose(denoised, whole, rtol=1e-4, atol=1e-3 * data.std())
@@ -220,6 +222,12 @@ def test_plain_sharded_uint16_array_to_array_with_input_dtype(pred, tmp_path):
   assert written.shards == (1, 16, 16) and written.attrs["n2v"]["n2v_scale"] == 1.0
   expected = np.clip(np.rint(_reference(pred, data[None].astype(np.float32))[0]), 0, 65535)
   assert np.abs(written[:].astype(np.float64) - expected).max() <= 1  # float rounding only
+
+
+def _blocks(header: dict, level: int) -> int:
+  """The blocks of a pyramid level (k > 0) in an output's BlockLog header."""
+  plan = header["levels"][level - 1]
+  return int(np.prod([-(-n // b) for n, b in zip(plan["shape"], plan["block"])]))
 
 
 class Killed(BaseException):
@@ -280,7 +288,7 @@ def test_signal_stops_after_the_current_block(pred, tmp_path, monkeypatch):
       preemption.signum = 15  # SIGTERM arrives while block 2 is written
 
   monkeypatch.setattr(omezarr.BlockLog, "add", add)
-  with pytest.raises(jobs.Stopped, match="stopped after 2 of 4 block"):
+  with pytest.raises(jobs.Stopped, match="stopped after 2 of 5 block"):  # 4 + level 1's
     omezarr_jobs.denoise_image(pred, src, out, PredictOptions(block_voxels=3 * 16 * 16),
                                preemption=preemption)
   monkeypatch.setattr(omezarr.BlockLog, "add", original)
@@ -387,3 +395,68 @@ def test_plate_failing_field_reported_others_done_and_signal(pred, tmp_path):
   s = omezarr_jobs.denoise_plate(pred, src, str(tmp_path / "out2.zarr"),
                                  PredictOptions(progress=False), preemption=Stopped())
   assert s.stopped_by == 15 and not s.results
+
+
+def _pyramid(path):
+  """[(level array, its coordinateTransformations)] as ome-zarr-py reads the image."""
+  node = list(Reader(parse_url(str(path)))())[0]
+  return [(np.asarray(level), t) for level, t in
+          zip(node.data, node.metadata["coordinateTransformations"])]
+
+
+def _mean_down(a, f):
+  """Block mean over f x f in the last two axes (sizes divisible by f)."""
+  *lead, y, x = a.shape
+  return a.reshape(*lead, y // f, f, x // f, f).mean(axis=(-3, -1))
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_output_keeps_the_inputs_pyramid_and_a_killed_run_resumes(pred, tmp_path, monkeypatch,
+                                                                   version):
+  data = noisy_stack(12, (3, 64, 64))
+  src = write_ome(tmp_path / "in.ome.zarr", data, "CYX", (1, 16, 16), version=version,
+                  scale_factors=(2, 4))
+  out = str(tmp_path / "out.ome.zarr")
+  opts = PredictOptions(block_voxels=3 * 16 * 16)
+  original, calls = omezarr.downsample, []
+
+  def killed_after_one(*args):  # a kill while the pyramid is being written
+    if calls:
+      raise Killed()
+    calls.append(1)
+    return original(*args)
+  monkeypatch.setattr(omezarr, "downsample", killed_after_one)
+  with pytest.raises(Killed):
+    omezarr_jobs.denoise_image(pred, src, out, opts)
+  header, done = omezarr.BlockLog(out).read()
+  assert len(done) == 16 + 1 and not omezarr_jobs.finished(out)  # level 0, one of level 1
+  monkeypatch.setattr(omezarr, "downsample", original)
+  level0_calls = _fail_after(monkeypatch, None)
+  assert omezarr_jobs.denoise_image(pred, src, out, opts).status == "done"
+  assert level0_calls == []  # level 0 was finished: not predicted again
+
+  expected, got = _pyramid(src), _pyramid(out)
+  assert len(got) == len(expected) == 3
+  assert [a.shape for a, _ in got] == [a.shape for a, _ in expected] == [
+      (3, 64, 64), (3, 32, 32), (3, 16, 16)]
+  assert [t for _, t in got] == [t for _, t in expected]  # scales and translations
+  denoised = got[0][0]
+  np.testing.assert_allclose(denoised, _reference(pred, data[None])[0], rtol=1e-4,
+                             atol=1e-3 * data.std())
+  for k, (level, _) in enumerate(got[1:], start=1):
+    np.testing.assert_allclose(level, _mean_down(denoised, 2 ** k), rtol=1e-5,
+                               atol=1e-5 * np.ptp(denoised))
+  ms = omezarr.open_image(out).multiscale
+  assert ms["type"] == "mean" and ms["metadata"]["method"] == "n2v_jax.io.omezarr.downsample"
+
+
+def test_downsample_mean_and_nearest():
+  a = np.arange(5 * 6, dtype=np.float32).reshape(5, 6)
+  mean = omezarr.downsample(a, [2, 2], "mean")
+  assert mean.shape == (3, 3) and mean[0, 0] == a[:2, :2].mean()
+  assert mean[2, 1] == a[4, 2:4].mean()  # the last row's window is cut by the region's end
+  np.testing.assert_array_equal(omezarr.downsample(a, [2, 3], "nearest"), a[::2, ::3])
+  assert omezarr.level_factors([(3, 64, 65), (3, 32, 33), (3, 16, 16)]) == [[1, 2, 2],
+                                                                          [1, 2, 2]]
+  with pytest.raises(ValueError, match="not level 0"):
+    omezarr.level_factors([(64, 64), (25, 32)])

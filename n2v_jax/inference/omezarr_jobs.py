@@ -8,10 +8,13 @@
   model's halo around it (`Predictor.halo`, the start on the pooling grid), predicted as one
   image and only its core is written: the result equals whole-image prediction (tiling is
   exact, inference.tiling), TTA included.
-* The output (`omezarr.create_image`) has the input's NGFF version, axes, scales, channel
-  names and chunks, level 0 only. Each finished block is listed in the output's BlockLog, so
-  an interrupted run (killed, or stopped after the current block by SIGTERM/SIGINT)
-  continues with the blocks not listed; nothing finished is recomputed.
+* The output (`omezarr.create_image`) has the input's NGFF version, axes, channel names,
+  and its pyramid: every level with its shape, chunks and scales. Level 0 is denoised;
+  level k is made block by block from the denoised level k - 1 (`omezarr.downsample`), so a
+  viewer opens the output as it opened the input. Each finished block (of any level) is
+  listed in the output's BlockLog, so an interrupted run (killed, or stopped after the
+  current block by SIGTERM/SIGINT) continues with the blocks not listed; nothing finished
+  is recomputed.
 * A plate (plate -> wells -> fields) goes to a new plate of the same layout, each field a
   job of n2v_jax.inference.jobs.run_jobs: finished fields skipped, `--shard i/N` by field, claims
   for several processes, one failing field reported while the others go on.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import numpy as np
 import zarr
@@ -61,10 +65,45 @@ def predict_block(pred: predictor.Predictor, img: omezarr.ZarrImage, core: tuple
   return from_canonical(out[(slice(None), *inner)], img.axes, shape)
 
 
-def _header(img: omezarr.ZarrImage, out_dtype: np.dtype, block: list[int],
-            counts: list[int]) -> dict:
-  return {"shape": list(img.shape), "dtype": str(out_dtype), "chunks": list(img.write_chunks),
-          "block": list(block), "blocks": int(np.prod(counts))}
+def _write_chunks(array) -> tuple[int, ...]:
+  shards = getattr(array, "shards", None)
+  return tuple(int(n) for n in (shards or array.chunks))
+
+
+def _plan(img: omezarr.ZarrImage, budget: int) -> list[dict]:
+  """Per level: its shape, block shape, blocks per axis and the index of its first block in
+  the BlockLog (level 0's blocks first, then level 1's, ...)."""
+  plans, first = [], 0
+  for array in img.levels():
+    shape = tuple(int(n) for n in array.shape)
+    block, counts = omezarr.block_grid(shape, img.axes, _write_chunks(array), budget)
+    plans.append({"shape": list(shape), "block": list(block), "counts": counts,
+                  "first": first})
+    first += int(np.prod(counts))
+  return plans
+
+
+def _header(img: omezarr.ZarrImage, out_dtype: np.dtype, plans: list[dict]) -> dict:
+  level0 = plans[0]
+  header = {"shape": level0["shape"], "dtype": str(out_dtype),
+            "chunks": list(img.write_chunks), "block": level0["block"],
+            "blocks": sum(int(np.prod(p["counts"])) for p in plans)}
+  if len(plans) > 1:  # the pyramid's levels; an output of level 0 only has no entry
+    header["levels"] = [{k: p[k] for k in ("shape", "block")} for p in plans[1:]]
+  return header
+
+
+def _downsampled(above: Any, core: tuple[slice, ...], factors: list[int], method: str,
+                 dtype: np.dtype) -> np.ndarray:
+  """Block `core` of a level from the level above it (already written), in `dtype`."""
+  region = tuple(slice(c.start * f, min(c.stop * f, n))
+                 for c, f, n in zip(core, factors, above.shape))
+  y = omezarr.downsample(np.asarray(above[region]), factors, method)
+  y = y[tuple(slice(0, c.stop - c.start) for c in core)]
+  if dtype.kind in "ui":
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(y), info.min, info.max).astype(dtype)
+  return y.astype(dtype)
 
 
 def _complete(header: dict, done: set[int]) -> bool:
@@ -99,8 +138,9 @@ def denoise_image(pred: predictor.Predictor, in_path: str, out_path: str,
       pred, in_path, np.zeros((1,) * len(spatial) + (channels,), np.float32), spatial,
       img.channel_names if options.check_channel_names else None)
   out_dtype = dtypes.output_dtype(img.dtype, options)
-  block, counts = omezarr.block_grid(img.shape, img.axes, img.write_chunks, options.block_voxels)
-  header = _header(img, out_dtype, block, counts)
+  plans = _plan(img, options.block_voxels)
+  factors = omezarr.level_factors([tuple(p["shape"]) for p in plans])
+  header = _header(img, out_dtype, plans)
   log = omezarr.BlockLog(out_path)
   if os.path.exists(out_path):
     if options.overwrite:
@@ -122,27 +162,36 @@ def denoise_image(pred: predictor.Predictor, in_path: str, out_path: str,
   omezarr.create_image(out_path, img, out_dtype, extra, header)  # False: it was there
   _, done = log.read()
   started_here = not done
-  out = zarr.open_array(os.path.join(out_path, img.level_path) if img.level_path else out_path,
-                        mode="r+")
+  if img.version:  # the output has the input's levels, at the same paths
+    group = zarr.open_group(out_path, mode="r+")
+    outs = [group[d["path"]] for d in img.multiscale["datasets"]]
+  else:
+    outs = [zarr.open_array(out_path, mode="r+")]
   notes: list[str] = []
-  for b in range(header["blocks"]):
-    if b in done:
-      continue
-    if preemption is not None and preemption.signum is not None:
-      raise jobs.Stopped(preemption.signum, f"stopped after {len(done)} of "
-                         f"{header['blocks']} block(s) of {out_path}")
-    core = omezarr.block_slices(b, img.shape, block, counts)
-    try:
-      y = predict_block(pred, img, core, options, in_path)
-    except N2VError:  # the input itself (NaN pixels): a rerun would fail there again, so
-      if started_here:  # an output this run began is not left behind half-made
-        omezarr.remove_output(out_path)
-      raise
-    y, _, more = dtypes.to_output_dtype(y, img.dtype, options)
-    out[core] = y
-    log.add(b)  # after the chunks are stored: a listed block is complete
-    done.add(b)
-    notes += [f"block {b}: {m}" for m in more]
+  for level, plan in enumerate(plans):
+    for b in range(int(np.prod(plan["counts"]))):
+      index = plan["first"] + b
+      if index in done:
+        continue
+      if preemption is not None and preemption.signum is not None:
+        raise jobs.Stopped(preemption.signum, f"stopped after {len(done)} of "
+                           f"{header['blocks']} block(s) of {out_path}")
+      core = omezarr.block_slices(b, tuple(plan["shape"]), plan["block"], plan["counts"])
+      if level == 0:
+        try:
+          y = predict_block(pred, img, core, options, in_path)
+        except N2VError:  # the input itself (NaN pixels): a rerun would fail there again,
+          if started_here:  # so an output this run began is not left behind half-made
+            omezarr.remove_output(out_path)
+          raise
+        y, _, more = dtypes.to_output_dtype(y, img.dtype, options)
+        notes += [f"block {b}: {m}" for m in more]
+      else:  # the next level of the pyramid, from the denoised level above it
+        y = _downsampled(outs[level - 1], core, factors[level - 1], img.downsampling,
+                         out_dtype)
+      outs[level][core] = y
+      log.add(index)  # after the chunks are stored: a listed block is complete
+      done.add(index)
   if len(notes) > MAX_NOTES:
     notes = notes[:MAX_NOTES] + [f"and {len(notes) - MAX_NOTES} more"]
   return jobs.Result(name or in_path, "done", outputs=[out_path], notes=notes,

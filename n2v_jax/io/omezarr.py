@@ -11,9 +11,12 @@ they must be given. A plate (`plate` metadata: plate -> wells -> fields) or a we
 its fields as images.
 
 Writing. `create_image` makes an output like an input image: the same NGFF version and zarr
-format, axes, level-0 coordinateTransformations (scales), omero channels, chunks and
-shards, level 0 only (no pyramid), no pixels yet. It is built under a temporary name and
-renamed into place, so an output that exists has whole metadata. Pixels are then written
+format, axes, omero channels, and the input's pyramid: every level with its shape, chunks,
+shards and coordinateTransformations, no pixels yet. Level k > 0 is then made from the
+denoised level k - 1 (`downsample`: the factor per axis that the two levels' shapes give,
+the block mean, or every f-th pixel where the input's multiscales `type` says 'nearest').
+It is built under a temporary name and renamed into place, so an output that exists has
+whole metadata. Pixels are then written
 block by block (`block_grid`: whole chunks or shards, never part of one, so a block never
 rewrites a chunk another block wrote); zarr's local store writes each chunk to a temporary
 file renamed into place, so a chunk is whole or absent. `BlockLog` records each finished
@@ -85,6 +88,20 @@ class ZarrImage:
   @property
   def chunks(self) -> tuple[int, ...]:
     return tuple(int(n) for n in self.array.chunks)
+
+  def levels(self) -> list[Any]:
+    """The zarr arrays of every level, level 0 first (a plain array: itself)."""
+    if self.multiscale is None:
+      return [self.array]
+    group = zarr.open_group(self.path, mode="r")
+    return [group[d["path"]] for d in self.multiscale["datasets"]]
+
+  @property
+  def downsampling(self) -> str:
+    """How the input's pyramid was made, as far as its metadata says: 'nearest' or 'mean'."""
+    ms = self.multiscale or {}
+    named = f"{ms.get('type', '')} {(ms.get('metadata') or {}).get('method', '')}".lower()
+    return "nearest" if "nearest" in named else "mean"
 
   @property
   def write_chunks(self) -> tuple[int, ...]:
@@ -258,6 +275,35 @@ def block_grid(shape: tuple[int, ...], axes: str, write_chunks: tuple[int, ...],
   return block, [-(-n // b) for n, b in zip(shape, block)]
 
 
+def level_factors(shapes: list[tuple[int, ...]]) -> list[list[int]]:
+  """Per level k > 0, the integer factor per axis from level k - 1 to level k (1 where the
+  size is kept); a pyramid whose levels are not such is refused."""
+  out = []
+  for k in range(1, len(shapes)):
+    prev, this = shapes[k - 1], shapes[k]
+    f = [max(1, round(p / t)) if t else 0 for p, t in zip(prev, this)]
+    if any(not t or t not in (p // g, -(-p // g)) for p, t, g in zip(prev, this, f)):
+      raise N2VError(f"level {k} of shape {tuple(this)} is not level {k - 1} {tuple(prev)} "
+                     "downsampled by integer factors")
+    out.append(f)
+  return out
+
+
+def downsample(region: np.ndarray, factors: list[int], method: str) -> np.ndarray:
+  """The next level's pixels of a region whose start is on the factor grid: each the mean of
+  its `factors` window (cut where the region ends), or its first pixel ('nearest')."""
+  if method == "nearest":
+    return region[tuple(slice(None, None, f) for f in factors)]
+  out = np.asarray(region, np.float64)
+  for axis, f in enumerate(factors):
+    if f > 1:
+      n = out.shape[axis]
+      starts = np.arange(0, n, f)
+      out = np.add.reduceat(out, starts, axis=axis) / np.diff(np.append(starts, n)).reshape(
+          [-1 if a == axis else 1 for a in range(out.ndim)])
+  return out
+
+
 def block_slices(index: int, shape: tuple[int, ...], block: list[int],
                  counts: list[int]) -> tuple[slice, ...]:
   corner = np.unravel_index(index, counts)
@@ -314,9 +360,14 @@ class BlockLog:
 
 
 def _image_attributes(like: ZarrImage, extra: dict) -> dict:
-  """The output's group attributes: the input's axes, level-0 transforms, omero."""
+  """The output's group attributes: the input's axes, levels and their transforms, omero;
+  the downsampling the output's pyramid was made with."""
   ms = {k: v for k, v in like.multiscale.items() if k not in ("datasets", "type", "metadata")}
-  ms["datasets"] = [dict(like.multiscale["datasets"][0])]  # level 0: path and scales
+  ms["datasets"] = [dict(d) for d in like.multiscale["datasets"]]  # paths and scales
+  if len(ms["datasets"]) > 1:
+    ms["type"] = like.downsampling
+    ms["metadata"] = {"method": "n2v_jax.io.omezarr.downsample",
+                      "kwargs": {"method": like.downsampling}}
   ome = {"multiscales": [ms]}
   if like.omero is not None:
     ome["omero"] = like.omero
@@ -328,9 +379,10 @@ def _image_attributes(like: ZarrImage, extra: dict) -> dict:
 
 
 def _create_array(where: Any, name: str | None, like: ZarrImage, dtype: np.dtype,
-                  attributes: dict | None = None) -> Any:
-  src = like.array
-  kwargs: dict[str, Any] = dict(shape=like.shape, dtype=dtype, chunks=like.chunks,
+                  attributes: dict | None = None, src: Any = None) -> Any:
+  """An empty array shaped, chunked and sharded like `src` (default: like's level 0)."""
+  src = like.array if src is None else src
+  kwargs: dict[str, Any] = dict(shape=tuple(src.shape), dtype=dtype, chunks=src.chunks,
                                 fill_value=0, attributes=attributes)
   if like.zarr_format == 3:
     kwargs.update(shards=getattr(src, "shards", None),
@@ -351,7 +403,8 @@ def _build_image(folder: str, like: ZarrImage, dtype: np.dtype, extra: dict,
   else:
     group = zarr.open_group(folder, mode="w-", zarr_format=like.zarr_format,
                             attributes=_image_attributes(like, extra))
-    _create_array(group, like.level_path, like, dtype)
+    for d, src in zip(like.multiscale["datasets"], like.levels()):
+      _create_array(group, d["path"], like, dtype, src=src)
   BlockLog(folder).start(header)
 
 
