@@ -25,6 +25,10 @@ NORMALIZATIONS = ("meanstd", "percentile")  # data.normalization (n2v_jax.data.n
 TRANSFORMS = ("none", "anscombe")  # data.transform (n2v_jax.data.normalizer)
 MODEL_DTYPES = ("float32", "bfloat16")  # model.dtype (n2v_jax.nn.unet)
 UPSAMPLINGS = ("nearest", "bilinear")  # model.upsampling (n2v_jax.nn.unet)
+# model.conv_algorithm: how each 3x3 convolution is computed (n2v_jax.nn.conv_algorithms);
+# auto: per layer shape and CPU, from conv.AUTO_ALGORITHMS.
+CONV_ALGORITHMS = ("auto", "direct", "im2col", "winograd", "winograd2")
+CONV_PRECISIONS = ("float32", "bf16_products")  # model.conv_precision: the dots' operands
 
 # predict --dtype: float32, or the input's own type (integers rescaled, see
 # n2v_jax.inference.dtypes).

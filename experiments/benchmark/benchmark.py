@@ -107,6 +107,8 @@ def _config(args, in_channels=1, ndim=2):
   config.data.synthetic.channels = in_channels
   config.model.upsampling = args.upsampling
   config.model.batch_chunks = args.batch_chunks
+  config.model.conv_algorithm = args.conv_algorithm
+  config.model.conv_precision = args.conv_precision
   return config
 
 
@@ -181,7 +183,8 @@ def run_train(args) -> dict:
           "patches_per_s": round(args.batch / med, 2), "step_s_median": round(med, 4),
           "step_s_min": round(min(times), 4), "step_s_max": round(max(times), 4),
           "timed_steps": args.steps, "compile_s": round(compile_s, 2),
-          "train_devices": len(devices), "loss": float(metrics["loss"])}
+          "train_devices": len(devices), "loss": float(metrics["loss"]),
+          "conv_algorithm": args.conv_algorithm, "conv_precision": args.conv_precision}
 
 
 def run_predict(args) -> dict:
@@ -246,6 +249,10 @@ def add_network_args(p: argparse.ArgumentParser) -> None:
                  help="train.cpu_devices: 1 = off (the default), 0 = auto (n2v_jax/runtime.py)")
   p.add_argument("--batch-chunks", type=int, default=0,
                  help="model.batch_chunks: 0 = auto (up to 8 on AMD, 32 on other CPUs; the default), 1 = off")
+  p.add_argument("--conv-algorithm", default="direct",
+                 help="model.conv_algorithm: direct (the default), auto, im2col, winograd, winograd2")
+  p.add_argument("--conv-precision", default="float32",
+                 help="model.conv_precision: float32 or bf16_products")
   p.add_argument("--ablate", default="",
                  help="comma-separated tricks to switch off: slice_pool, slice_upsample, fold_bn, "
                  "skip_conv, conv3d")
@@ -282,7 +289,8 @@ def main() -> None:
             f"--dtype={args.dtype}", f"--warmup={args.warmup}",
             f"--cpu-devices={args.cpu_devices}", f"--upsampling={args.upsampling}",
             f"--batch-chunks={args.batch_chunks}", f"--ablate={args.ablate}",
-            f"--patch-depth={args.patch_depth}"]
+            f"--patch-depth={args.patch_depth}", f"--conv-algorithm={args.conv_algorithm}",
+            f"--conv-precision={args.conv_precision}"]
   if args.no_batch_norm:
     common.append("--no-batch-norm")
   if args.n2v2:

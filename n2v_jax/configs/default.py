@@ -125,6 +125,15 @@ def get_config() -> ml_collections.ConfigDict:
   # slices of the batch, which XLA:CPU runs side by side; 0 = auto (by CPU vendor, 1 on
   # GPU/TPU; n2v_jax/nn/conv.py). The same result up to float rounding.
   config.model.batch_chunks = 0
+  # Speed only: how each 3x3 convolution is computed: 'direct' (XLA's), 'im2col', 'winograd'
+  # (F(4x4, 3x3)), 'winograd2' (F(2x2, 3x3)); 'auto' picks per layer shape and CPU from a
+  # measured table (n2v_jax/nn/conv.py; direct where the table says nothing). The same
+  # function up to float rounding (n2v_jax/nn/conv_algorithms.py); 'direct' stays the
+  # default until 'auto' has been checked on the BSD68 recipe (experiments/benchmark).
+  config.model.conv_algorithm = "direct"
+  # 'bf16_products': im2col's and F(2x2, 3x3)'s dots on bfloat16 operands, accumulated in
+  # float32 (faster where the CPU has AVX512_BF16 or AMX); 'float32' otherwise.
+  config.model.conv_precision = "float32"
   # 'bfloat16' computes the network in bfloat16 (GPU/TPU); parameters and loss stay float32.
   config.model.dtype = "float32"
 

@@ -31,11 +31,20 @@ import jax
 import jax.numpy as jnp
 
 from n2v_jax.errors import N2VError
+from n2v_jax.nn import conv_algorithms
 
 # (slices, minimum voxels per slice) by /proc/cpuinfo vendor; slice_count never asks for
 # fewer than a quarter of the slices where the batch allows.
 AUTO_SLICES = {"AuthenticAMD": (8, 8 * 64 * 64)}
 AUTO_SLICES_OTHER = (32, 4 * 64 * 64)
+# model.conv_algorithm 'auto': per CPU vendor, (largest spatial edge, least channels,
+# algorithm) rules, the first that a conv meets wins; none: XLA's direct convolution.
+# Measured with experiments/benchmark/conv_algorithms.py (its README holds the figures).
+AUTO_ALGORITHMS: dict[str, tuple[tuple[int, int, str], ...]] = {
+    # the U-Net's deepest level (16 x 16, 64 and 128 channels): Winograd F(4x4, 3x3) with
+    # its own gradients beats XLA's convolution in training; direct everywhere else
+    "GenuineIntel": ((16, 64, "winograd"),),
+}
 
 
 @functools.cache
@@ -85,10 +94,26 @@ def chunked_conv(conv: nn.Module, x: jax.Array | list[jax.Array], k: int) -> jax
   return jnp.concatenate([conv(part) for part in jnp.split(x, k)], axis=0)
 
 
-def conv_same(x: jax.Array, kernel: jax.Array, groups: int = 1) -> jax.Array:
+def auto_algorithm(shape: tuple[int, ...], features: int, kernel: tuple[int, ...]) -> str:
+  """model.conv_algorithm 'auto' for a conv of input `shape` (B, *spatial, C): the first rule
+  of AUTO_ALGORITHMS[vendor] whose largest edge and least channels it meets, else direct."""
+  if jax.default_backend() != "cpu" or tuple(kernel)[-2:] != (3, 3):
+    return "direct"
+  edge, channels = max(shape[-3:-1]), min(shape[-1], features)
+  for max_edge, min_channels, algorithm in AUTO_ALGORITHMS.get(cpu_vendor(), ()):
+    if edge <= max_edge and channels >= min_channels:
+      return algorithm
+  return "direct"
+
+
+def conv_same(x: jax.Array, kernel: jax.Array, groups: int = 1, algorithm: str = "direct",
+              precision: str = "float32") -> jax.Array:
   """'SAME' convolution of x (B, *spatial, C) with an odd kernel (*k, C / groups, F); 3D as
-  one 2D convolution per depth tap, summed (see the module doc)."""
+  one 2D convolution per depth tap, summed (see the module doc). algorithm, precision:
+  nn.conv_algorithms' (grouped convolutions are always direct)."""
   if x.ndim == 4:
+    if groups == 1 and algorithm != "direct":
+      return conv_algorithms.conv2d(x, kernel, algorithm, precision)
     return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", feature_group_count=groups,
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
   batch, depth, r = x.shape[0], x.shape[1], kernel.shape[0] // 2
@@ -96,7 +121,7 @@ def conv_same(x: jax.Array, kernel: jax.Array, groups: int = 1) -> jax.Array:
   out = None
   for dz in range(kernel.shape[0]):
     plane = padded[:, dz:dz + depth].reshape(batch * depth, *x.shape[2:])
-    y = conv_same(plane, kernel[dz], groups)
+    y = conv_same(plane, kernel[dz], groups, algorithm, precision)
     out = y if out is None else out + y
   return out.reshape(batch, depth, *out.shape[1:])
 
@@ -110,6 +135,8 @@ class Conv(nn.Module):
   kernel_size: tuple[int, ...]
   groups: int = 1  # feature_group_count; with one input only
   dtype: Any = jnp.float32
+  algorithm: str = "direct"  # model.conv_algorithm ('auto': auto_algorithm per input shape)
+  precision: str = "float32"  # model.conv_precision
 
   @nn.compact
   def __call__(self, x: jax.Array | list[jax.Array]) -> jax.Array:
@@ -121,6 +148,9 @@ class Conv(nn.Module):
     out, start = None, 0
     for part, width in zip(parts, widths):
       k = jax.lax.slice_in_dim(kernel, start, start + width, axis=len(self.kernel_size))
-      y = conv_same(part.astype(self.dtype), k.astype(self.dtype), self.groups)
+      algorithm = (auto_algorithm(part.shape, self.features, self.kernel_size)
+                   if self.algorithm == "auto" else self.algorithm)
+      y = conv_same(part.astype(self.dtype), k.astype(self.dtype), self.groups, algorithm,
+                    self.precision)
       out, start = y if out is None else out + y, start + width
     return out + bias.astype(self.dtype)

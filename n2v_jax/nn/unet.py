@@ -32,6 +32,7 @@ import jax.numpy as jnp
 
 from n2v_jax.choices import MODEL_DTYPES, UPSAMPLINGS
 from n2v_jax.errors import N2VError
+from n2v_jax.nn import conv_algorithms
 from n2v_jax.nn.conv import Conv, batch_chunks_of, chunked_conv, slice_count
 
 _DTYPES = {name: getattr(jnp, name) for name in MODEL_DTYPES}
@@ -184,6 +185,8 @@ class UNet(nn.Module):
   upsampling: str = "nearest"
   batch_chunks: int = 1  # performance only: see chunked_conv
   min_slice_voxels: int = 0  # performance only: see slice_count
+  conv_algorithm: str = "direct"  # performance only: nn.conv_algorithms
+  conv_precision: str = "float32"  # bf16_products: bfloat16 operands in im2col/Winograd
   dtype: Any = jnp.float32
 
   def _block(self, x: jax.Array, features: tuple[int, int], groups: int, name: str,
@@ -193,7 +196,7 @@ class UNet(nn.Module):
     nd = (x[0] if isinstance(x, list) else x).ndim - 2
     for i in range(2):
       conv = Conv(features[i] * groups, (self.kernel_size,) * nd, groups, self.dtype,
-                  name=f"{name}_conv{i}")
+                  self.conv_algorithm, self.conv_precision, name=f"{name}_conv{i}")
       x = chunked_conv(conv, x, slices)
       if self.batch_norm:
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
@@ -288,6 +291,9 @@ def make_model(model_cfg: Any, in_channels: int, ndim: int | None = None) -> UNe
   if ndim is not None and int(ndim) not in (2, 3):
     raise N2VError(f"model ndim must be 2 or 3; got {ndim}")
   chunks, min_slice_voxels = batch_chunks_of(model_cfg)
+  algorithm = str(getattr(model_cfg, "conv_algorithm", "direct"))
+  precision = str(getattr(model_cfg, "conv_precision", "float32"))
+  conv_algorithms.check(algorithm, precision)
   return UNet(
       ndim=None if ndim is None else int(ndim),
       out_channels=int(in_channels),
@@ -301,5 +307,7 @@ def make_model(model_cfg: Any, in_channels: int, ndim: int | None = None) -> UNe
       upsampling=upsampling_of(model_cfg),
       batch_chunks=chunks,
       min_slice_voxels=min_slice_voxels,
+      conv_algorithm=algorithm,
+      conv_precision=precision,
       dtype=_DTYPES[dtype_name],
   )

@@ -19,7 +19,8 @@ RESUMABLE_CHANGES = ("train.num_steps", "train.log_every", "train.checkpoint_eve
                      "train.tensorboard",  # logging only
                      "predict.tile", "predict.tta", "predict.blend", "data.stream_cache_files",
                      # float rounding only (data parallelism, convolutions on batch slices)
-                     "train.cpu_devices", "model.batch_chunks",
+                     "train.cpu_devices", "model.batch_chunks", "model.conv_algorithm",
+                     "model.conv_precision",
                      # where the processes of a multi-host run live may change between jobs
                      "train.coordinator_address", "train.num_processes", "train.process_id")
 
@@ -33,6 +34,8 @@ _CHOICES = {
     "data.transform": choices.TRANSFORMS,
     "model.dtype": choices.MODEL_DTYPES,
     "model.upsampling": choices.UPSAMPLINGS,
+    "model.conv_algorithm": choices.CONV_ALGORITHMS,
+    "model.conv_precision": choices.CONV_PRECISIONS,
 }
 
 

@@ -23,7 +23,8 @@ ADDED_FIELDS = {"algorithm": "n2v", "data.target_path": "", "data.streaming": Fa
                 "data.channels": [], "data.channel_names": [],
                 "data.synthetic.correlation": 0.0,
                 "model.upsampling": "nearest", "model.batch_chunks": 0, "train.cpu_devices": 1,
-                "train.tensorboard": False, "predict.blend": False}
+                "train.tensorboard": False, "predict.blend": False,
+                "model.conv_algorithm": "direct", "model.conv_precision": "float32"}
 
 
 def complete(config: ml_collections.ConfigDict) -> None:
