@@ -26,9 +26,13 @@ def _relative(a, b):
   return float(jnp.abs(a - b).max() / jnp.abs(b).max())
 
 
-@pytest.mark.parametrize("precision", ["float32", "bf16_products"])
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
+# every algorithm and precision on whole tiles and on cut tiles; the other shapes in float32
+CASES = [(shape, a, p) for shape in SHAPES[:2] for a in ALGORITHMS
+         for p in ("float32", "bf16_products")] + [
+             (shape, a, "float32") for shape in SHAPES[2:] for a in ALGORITHMS]
+
+
+@pytest.mark.parametrize("shape, algorithm, precision", CASES, ids=str)
 def test_forward_and_both_gradients_match_direct(shape, algorithm, precision):
   b, h, w, c, f = shape
   rng = np.random.default_rng(sum(shape))
@@ -71,20 +75,19 @@ def test_other_kernel_sizes_and_bad_choices():
     unet.make_model(tiny_config(**{"model.conv_precision": "int8"}).model, 1)
 
 
-@pytest.mark.parametrize("algorithm, nd", [("auto", 2), ("im2col", 3)])
-def test_unet_same_parameters_and_outputs_as_direct(algorithm, nd, monkeypatch):
+def test_unet_same_parameters_and_outputs_as_direct(monkeypatch):
   """Same parameter names, shapes and initial values (workdirs and exports unchanged); the
   same outputs and gradients up to float rounding. 'auto' as on an Intel CPU: Winograd at
-  the levels of edge <= 16 with >= 64 channels); 3D: one 2D convolution per depth tap."""
+  the levels of edge <= 16 with >= 64 channels."""
+  algorithm, nd = "auto", 2
   monkeypatch.setattr(conv, "cpu_vendor", lambda: "GenuineIntel")
   used = []
   original = conv_algorithms.winograd
   monkeypatch.setattr(conv_algorithms, "winograd",
                       lambda *a: used.append(a[0].shape) or original(*a))
-  # 2D: the benchmark network's widths (its deepest level, 64 -> 128 -> 64, meets the rule)
-  config = tiny_config(**{"model.depth": 2 if nd == 2 else 1, "model.batch_chunks": 1,
-                          "model.features": 32 if nd == 2 else 4})
-  shape = (2, 32, 32, 1) if nd == 2 else (1, 4, 8, 8, 1)
+  # the benchmark network's widths (its deepest level, 64 -> 128 -> 64, meets the rule)
+  config = tiny_config(**{"model.depth": 2, "model.batch_chunks": 1, "model.features": 32})
+  shape = (2, 32, 32, 1)
   x = jnp.asarray(np.random.default_rng(2).normal(size=shape), jnp.float32)
   config.model.conv_algorithm = "direct"
   direct = unet.make_model(config.model, 1, nd)
@@ -102,6 +105,16 @@ def test_unet_same_parameters_and_outputs_as_direct(algorithm, nd, monkeypatch):
   flat = lambda tree: jnp.concatenate([a.ravel() for a in jax.tree.leaves(tree)])
   g_d, g_o = jax.grad(loss(direct))(v_direct), jax.grad(loss(other))(v_direct)
   assert _relative(flat(g_o), flat(g_d)) < 1e-4  # (a bias before batch norm: gradient 0)
+
+
+@pytest.mark.parametrize("algorithm", ["im2col", "winograd"])
+def test_3d_is_one_2d_convolution_per_depth_tap_by_any_algorithm(algorithm):
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.normal(size=(1, 5, 9, 7, 3)), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(3, 3, 3, 3, 4)), jnp.float32)
+  want = jax.lax.conv_general_dilated(x, k, (1, 1, 1), "SAME",
+                                      dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+  assert _relative(conv.conv_same(x, k, 1, algorithm), want) < 1e-5
 
 
 def test_auto_picks_from_the_table(monkeypatch):

@@ -16,7 +16,8 @@ RANKS = {"errors": 0, "reporter": 0, "choices": 0, "preemption": 0, "configs": 0
          "io": 1, "data": 2, "nn": 3, "workdir": 4, "inference": 5, "training": 6,
          "bioimage": 6}
 # rank 7: the command lines and the napari plugin (the user interfaces)
-COMMAND_LINES = {"cli", "train", "predict", "evaluate", "export", "sweep", "napari_plugin"}
+COMMAND_LINES = {"cli", "train", "predict", "evaluate", "export", "sweep", "noise_model",
+                 "napari_plugin"}
 
 
 def _modules() -> dict[str, str]:

@@ -57,3 +57,30 @@ def before_after_figure(noisy: np.ndarray, denoised: np.ndarray, clean: np.ndarr
     ax.axis("off")
   fig.tight_layout()
   save_figure(fig, out_png)
+
+
+def noise_model_figure(curves: list[tuple], out_png: str) -> None:
+  """A noise model per channel, as PPN2V shows one: p(observation | signal) over the
+  observation at a few signal levels, and the noise's standard deviation against the signal.
+  curves: per channel (levels, observation grid, likelihood rows, signal axis, std or None)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(len(curves), 2, figsize=(10, 3.4 * len(curves)), squeeze=False)
+  for c, (levels, grid, rows, s_axis, std) in enumerate(curves):
+    left, right = axes[c]
+    for s, row in zip(levels, rows):
+      left.plot(grid, row, label=f"signal {s:.4g}")
+    left.set_xlabel("observation")
+    left.set_ylabel("likelihood")
+    left.set_title(f"channel {c}: p(observation | signal)")
+    left.legend(fontsize=7)
+    if std is not None:
+      right.plot(s_axis, std)
+      right.set_xlabel("signal")
+      right.set_ylabel("noise standard deviation")
+      right.set_title(f"channel {c}: standard deviation against signal")
+    else:
+      right.axis("off")
+  fig.tight_layout()
+  save_figure(fig, out_png)
