@@ -61,7 +61,3 @@ class PackageModel:
     y = y[(0, slice(None), *[slice(0, s) for s in spatial])]
     return np.ascontiguousarray(np.moveaxis(y, 0, -1), np.float32)
 
-
-def is_package(path: str) -> bool:
-  return str(path).lower().endswith(".zip") and zipfile.is_zipfile(path)
-

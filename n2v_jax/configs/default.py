@@ -132,7 +132,7 @@ def get_config() -> ml_collections.ConfigDict:
   # default until 'auto' has been checked on the BSD68 recipe (experiments/benchmark).
   config.model.conv_algorithm = "direct"
   # 'bf16_products': im2col's and F(2x2, 3x3)'s dots on bfloat16 operands, accumulated in
-  # float32 (faster where the CPU has AVX512_BF16 or AMX); 'float32' otherwise.
+  # float32 (for hardware with bfloat16 units); 'float32' otherwise.
   config.model.conv_precision = "float32"
   # 'bfloat16' computes the network in bfloat16 (GPU/TPU); parameters and loss stay float32.
   config.model.dtype = "float32"

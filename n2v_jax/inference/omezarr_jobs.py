@@ -65,18 +65,13 @@ def predict_block(pred: predictor.Predictor, img: omezarr.ZarrImage, core: tuple
   return from_canonical(out[(slice(None), *inner)], img.axes, shape)
 
 
-def _write_chunks(array) -> tuple[int, ...]:
-  shards = getattr(array, "shards", None)
-  return tuple(int(n) for n in (shards or array.chunks))
-
-
 def _plan(img: omezarr.ZarrImage, budget: int) -> list[dict]:
   """Per level: its shape, block shape, blocks per axis and the index of its first block in
   the BlockLog (level 0's blocks first, then level 1's, ...)."""
   plans, first = [], 0
   for array in img.levels():
     shape = tuple(int(n) for n in array.shape)
-    block, counts = omezarr.block_grid(shape, img.axes, _write_chunks(array), budget)
+    block, counts = omezarr.block_grid(shape, img.axes, omezarr.write_chunks(array), budget)
     plans.append({"shape": list(shape), "block": list(block), "counts": counts,
                   "first": first})
     first += int(np.prod(counts))

@@ -51,6 +51,12 @@ PROGRESS_FORMAT = 1
 BLOCK_VOXELS = 1 << 22
 
 
+def write_chunks(array: Any) -> tuple[int, ...]:
+  """The smallest unit of a zarr array written whole: the shard when it is sharded."""
+  shards = getattr(array, "shards", None)
+  return tuple(int(n) for n in (shards or array.chunks))
+
+
 def is_zarr(path: str | os.PathLike) -> bool:
   path = os.fspath(path)
   return os.path.isdir(path) and any(os.path.exists(os.path.join(path, m))
@@ -105,9 +111,7 @@ class ZarrImage:
 
   @property
   def write_chunks(self) -> tuple[int, ...]:
-    """The smallest unit written whole: the shard when the array is sharded."""
-    shards = getattr(self.array, "shards", None)
-    return tuple(int(n) for n in shards) if shards else self.chunks
+    return write_chunks(self.array)
 
   @property
   def zarr_format(self) -> int:

@@ -15,10 +15,11 @@ all the same function up to float rounding, for `model.conv_algorithm`:
   transforms back with G^T. Autodiff through the strided tile slices would pad instead.
 
 `bf16_products` (`model.conv_precision`): the dots of im2col and F(2x2, 3x3) take bfloat16
-operands and accumulate in float32 (`preferred_element_type`); on CPUs with AVX512_BF16 or
-AMX, and on GPUs, those dots run about twice as fast as in float32. The transforms stay in
-float32. F(4x4, 3x3) keeps float32 dots: its transformed tiles span a range in which
-bfloat16 operands cost 2-7 % of the output's magnitude (against ~0.5 % for the others).
+operands and accumulate in float32 (`preferred_element_type`): half the bytes to move, and
+the bfloat16 units of hardware that has them. The transforms stay in float32. F(4x4, 3x3)
+keeps float32 dots: its transform matrices' larger entries widen the tiles' range, where
+bfloat16's 8 significant bits lose an order of magnitude more than the other algorithms do
+(the bounds: tests/test_conv_algorithms.py; timings: experiments/benchmark/README.md).
 `direct` ignores it (XLA:CPU computes a bfloat16 convolution in float32 anyway).
 
 The exactness of each (forward, input and weight gradients against `direct`) is tested in
